@@ -1,0 +1,1 @@
+"""One module per `pilotmesh` subcommand; each exposes register(subparsers)."""

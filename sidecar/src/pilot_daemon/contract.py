@@ -1,0 +1,40 @@
+"""Names shared by the daemon, the operator and users' manifests: the only daemon module the operator imports.
+
+Changing a value here is a breaking change for running clusters (pods carry these names).
+"""
+
+# The shared volume and socket every injected pod gets.
+SHARED_VOLUME = "pilot-shared"
+SHARED_MOUNT = "/shared"
+SOCKET_PATH = "/shared/pilot.sock"
+SOCKET_ENV = "PILOT_SOCKET"            # what the official pilotctl and SDK read
+DEFAULT_SOCKET = "/tmp/pilot.sock"     # the official daemon's default when no -socket is given
+
+# Environment the daemon honours (same names as the official daemon).
+ENV_REGISTRY = "PILOT_REGISTRY"
+ENV_BEACON = "PILOT_BEACON"
+ENV_TRANSPORT = "PILOT_TRANSPORT"
+ENV_PROXY = "PILOT_PROXY"
+ENV_HOSTNAME = "PILOT_HOSTNAME"
+
+# Ports.
+UDP_PEER_PORT = 4000                   # the daemon's UDP listen port for direct peer paths
+COMPAT_PORT = 443                      # compat: WSS beacon + TLS registry, SNI-routed
+REGISTRY_PORT = 9000
+BEACON_PORT = 9001
+
+TRANSPORTS = ("udp", "compat", "auto")
+
+# Pod annotations and labels (prefix pilot.io/).
+ANNOTATION_INJECT = "pilot.io/inject"
+ANNOTATION_TRANSPORT = "pilot.io/transport"
+ANNOTATION_TRANSPORT_REASON = "pilot.io/transport-reason"
+ANNOTATION_STATUS = "pilot.io/status"
+ANNOTATION_CONTAINERS = "pilot.io/containers"
+ANNOTATION_NATIVE_SIDECAR = "pilot.io/native-sidecar"
+LABEL_INJECT = "pilot.io/inject"
+
+# The file (downward API of the pilot.io/transport annotation) the daemon watches to switch transport live.
+TRANSPORT_FILE = "/etc/pilot/podinfo/transport"
+
+DAEMON_CONTAINER = "pilot-daemon"
