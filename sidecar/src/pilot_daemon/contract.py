@@ -37,4 +37,4 @@ LABEL_INJECT = "pilot.io/inject"
 # The file (downward API of the pilot.io/transport annotation) the daemon watches to switch transport live.
 TRANSPORT_FILE = "/etc/pilot/podinfo/transport"
 
-DAEMON_CONTAINER = "pilot-daemon"
+DAEMON_CONTAINER = "pilot"            # the injected container's name (issue: "the daemon container is named `pilot`")
