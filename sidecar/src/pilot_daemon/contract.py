@@ -32,9 +32,16 @@ ANNOTATION_TRANSPORT_REASON = "pilot.io/transport-reason"
 ANNOTATION_STATUS = "pilot.io/status"
 ANNOTATION_CONTAINERS = "pilot.io/containers"
 ANNOTATION_NATIVE_SIDECAR = "pilot.io/native-sidecar"
+ANNOTATION_HOSTNAME = "pilot.io/hostname"      # per-pod hostname template override
+ANNOTATION_IMAGE = "pilot.io/image"            # per-pod daemon image override
+ANNOTATION_LOG_LEVEL = "pilot.io/log-level"    # per-pod daemon log level override
 LABEL_INJECT = "pilot.io/inject"
 
 # The file (downward API of the pilot.io/transport annotation) the daemon watches to switch transport live.
 TRANSPORT_FILE = "/etc/pilot/podinfo/transport"
+
+# Without native sidecars, a run-to-completion pod's daemon (flag `-exit-on-file`) exits when this file appears;
+# the app's last step is `touch /shared/pilot.exit`.
+EXIT_FILE = "/shared/pilot.exit"
 
 DAEMON_CONTAINER = "pilot"            # the injected container's name (issue: "the daemon container is named `pilot`")
