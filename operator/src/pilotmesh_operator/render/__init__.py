@@ -1,0 +1,1 @@
+"""Pure functions: Kubernetes objects as dicts in, dicts or verdicts out; no API calls, no I/O."""
