@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 import re
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,7 @@ from .errors import BadRequest, Conflict, Forbidden, NotFound, RendezvousError
 from .store import HandshakeRequest, HandshakeResponse, NetworkRecord, NodeRecord, Store
 
 Message = dict[str, Any]
+log = logging.getLogger("pilot_rendezvous.registry")
 
 HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 TAG_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
@@ -165,8 +167,15 @@ class Registry:
             ok = True
         except RendezvousError as err:
             reply, ok = error_reply(err), False
+        except Exception:   # a bug or a storage failure must not take the connection down
+            log.exception("registry request failed", extra={"type": mtype, "remote": remote})
+            reply, ok = {"type": "error", "error": "internal error (see the rendezvous log)", "code": "internal"}, False
+        label = mtype if isinstance(mtype, str) and mtype in self._handlers else "unknown"
         if self.on_request is not None:
-            self.on_request(mtype if isinstance(mtype, str) and mtype in self._handlers else "unknown", ok)
+            self.on_request(label, ok)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("registry request", extra={"type": label, "ok": ok, "remote": remote,
+                                                 "error": reply.get("error", "")})
         return reply
 
     # -- helpers -----------------------------------------------------------------------------
