@@ -15,6 +15,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from pilot_daemon.proto.addr import Addr
+
 from . import signatures
 from .errors import BadRequest, Conflict, Forbidden, NotFound, RendezvousError
 from .store import HandshakeRequest, HandshakeResponse, NetworkRecord, NodeRecord, Store
@@ -36,7 +38,7 @@ _PRIVATE_NETS = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.
 
 def address(network_id: int, node_id: int) -> str:
     """Pilot text address, e.g. `0:0000.0000.03E8` (common/protocol/address.go)."""
-    return f"{network_id}:{network_id:04X}.{(node_id >> 16) & 0xFFFF:04X}.{node_id & 0xFFFF:04X}"
+    return str(Addr(network_id, node_id))
 
 
 def validate_hostname(name: str) -> None:
