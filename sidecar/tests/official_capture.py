@@ -38,7 +38,7 @@ def daemon_pila() -> bytes:
 def ipc(name: str) -> dict:
     for entry in capture()["ipc"]:
         if entry["name"] == name:
-            return {k: bytes.fromhex(v) for k, v in entry.items() if k.endswith("_hex")}
+            return {k[:-4]: bytes.fromhex(v) for k, v in entry.items() if k.endswith("_hex")}
     raise KeyError(name)
 
 

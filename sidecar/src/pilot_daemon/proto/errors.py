@@ -14,7 +14,8 @@
         │   ├── DecryptFailed, ReplayDetected, OutsideReplayWindow,
         │   ├── BadSignature, IdentityMismatch, InvalidPeerKey
         ├── IPCFrameTooLarge    an IPC length prefix over 1 MiB (the official daemon drops the client)
-        └── IPCRequestError     an IPC request the official daemon refuses (``message`` is its exact text)
+        └── IPCMessageError     an IPC frame whose payload does not parse
+            └── IPCRequestError an IPC request the official daemon refuses (``message`` is its exact text)
 
 Every error carries a message that says what to do next. Nothing in the core raises anything else
 for bad input: decoders turn every malformed byte string into one of these.
@@ -132,7 +133,11 @@ class IPCFrameTooLarge(RemoteProtocolError):
     """An IPC frame whose length prefix exceeds 1 MiB; close the client connection."""
 
 
-class IPCRequestError(RemoteProtocolError):
+class IPCMessageError(RemoteProtocolError):
+    """An IPC frame whose payload does not parse (e.g. a malformed reply from a daemon)."""
+
+
+class IPCRequestError(IPCMessageError):
     """An IPC request the daemon refuses.
 
     ``message`` is the official daemon's error text, to be sent back in a 0x0A error frame;
