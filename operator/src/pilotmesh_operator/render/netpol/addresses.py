@@ -96,7 +96,8 @@ def witnesses(families: Iterable[int], cidrs: Iterable[IPNetwork], sensitive: bo
         edges += [(int(c.network_address), int(c.broadcast_address)) for c in cidrs if c.version == fam]
         for lo, hi in edges:
             cand.update((lo - 1, lo, hi, hi + 1))
-        for n in sorted(cand):
+        rest = sorted(cand - set(seeds[fam]))
+        for n in seeds[fam] + rest:  # the well-known addresses first: they read best in reasons
             if 0 <= n <= _MAX[fam] and ok(_cls(fam)(n)):
                 out.append(_cls(fam)(n))
     return out

@@ -188,25 +188,28 @@ def _decide(info: PodInfo, pod: dict, selecting: list[Policy], tiers: dict[str, 
                 notes += [n for n in d.rule.notes if not (n.tag == "endPort" and s.end_port_supported)]
     dns = dns_check.ok or bool(ip_checks and all(c.ok for c in ip_checks))
     reasons = [_selection_sentence(info, selecting)]
-    reasons += [c.sentence() for c in (u, *t_checks)]
-    reasons.append(dns_check.sentence() if dns or not ip_checks else ip_checks[0].sentence())
-    reasons.append(p.sentence())
+    reasons.append(u.sentence())
     t_ok = True
     for (ep, _), c in zip(rdv, t_checks):
+        sentence = c.sentence()
         if ep.host and not ep.ips and ep.pod_labels is None and c.some:
             if not dns:
                 t_ok = False
+                reasons.append(sentence[:-1] + f", but {ep.host} cannot be resolved: DNS is blocked.")
                 warnings.append(f"The rendezvous {ep.host} is given by name but DNS is blocked: set its IPs in the "
                                 "mesh settings or allow DNS")
                 continue
             if not c.ok:
                 notes.append(Note("low", f"TCP {ep.port} to {ep.host} is allowed only to some addresses; whether "
                                           "the name resolves there is unknown (give its IPs in the settings)"))
+        reasons.append(sentence)
         t_ok = t_ok and c.some
+    reasons.append(dns_check.sentence() if dns or not ip_checks else ip_checks[0].sentence())
+    reasons.append(p.sentence())
     verdict = "udp-ok" if u.ok else "compat-only" if t_ok else "no-egress"
     if verdict == "udp-ok" and not t_ok:
-        notes.append(Note("medium", "UDP is allowed but TCP to the rendezvous is not: the registry is reached "
-                                    "over TCP, so the daemon may not register"))
+        notes.append(Note("medium", "UDP is allowed but the rendezvous cannot be reached over TCP (see above): "
+                                    "the registry is reached over TCP, so the daemon may not register"))
     if verdict == "udp-ok" and not p.ok:
         warnings.append("In-cluster peers cannot reach each other over UDP; their traffic will go through the relay")
     return _finish(verdict, reasons, dns, p.ok, notes, warnings)
