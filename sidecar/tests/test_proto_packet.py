@@ -131,3 +131,13 @@ def test_garbage_raises_only_packet_errors(data):
         pk.decode(data)
     except RemoteProtocolError:
         pass
+
+
+def test_error_bases_are_abstract_and_messages_kept():
+    from pilot_daemon.proto.errors import LocalProtocolError, PilotError
+
+    for base in (PilotError, LocalProtocolError, RemoteProtocolError):
+        with pytest.raises(TypeError):
+            base("x")
+    err = ChecksumMismatch("drop it")
+    assert err.message == "drop it" and isinstance(err, RemoteProtocolError)
