@@ -254,12 +254,8 @@ class Bind(Request):
 
 
 @dataclass(frozen=True, slots=True)
-class Unbind(Request):
+class Unbind(Bind):
     cmd: ClassVar[Cmd] = Cmd.UNBIND
-    port: int
-
-    def payload(self) -> bytes:
-        return _U16.pack(self.port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,14 +299,10 @@ class SendTo(Request):
 
 
 @dataclass(frozen=True, slots=True)
-class SendToConfirm(Request):
-    cmd: ClassVar[Cmd] = Cmd.SEND_TO_CONFIRM
-    addr: Addr
-    port: int
-    data: bytes
+class SendToConfirm(SendTo):
+    """SendTo that is answered: SendToOK, or an error whose text starts with ``sendto: ``."""
 
-    def payload(self) -> bytes:
-        return _pack_addr_port(self.addr, self.port) + self.data
+    cmd: ClassVar[Cmd] = Cmd.SEND_TO_CONFIRM
 
 
 @dataclass(frozen=True, slots=True)
