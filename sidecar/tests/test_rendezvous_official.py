@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 
@@ -81,3 +82,37 @@ def test_restarted_official_daemon_keeps_its_node_id(rendezvous, official_daemon
     a2 = official_daemons("node-a", rdv.registry, rdv.beacon)
     info = wait_for(lambda: a2.info() if a2.info().get("hostname") == "node-a" else None, 10, "hostname back")
     assert info["node_id"] == first
+
+
+def test_private_nodes_handshake_through_the_registry_then_talk(rendezvous, official_daemons):
+    rdv = rendezvous()
+    a = official_daemons("node-a", rdv.registry, rdv.beacon)
+    b = official_daemons("node-b", rdv.registry, rdv.beacon)
+    id_a, addr_b = a.info()["node_id"], b.info()["address"]
+    denied = a.ctl("lookup", str(b.info()["node_id"]))
+    assert "real_addr" not in denied.get("data", {})          # private: no endpoint for strangers
+
+    asked = _ok(a.ctl("handshake", str(b.info()["node_id"]), "pilotmesh interop"))
+    assert asked["status"] in ("sent", "in_flight"), asked
+    pending = wait_for(lambda: _ok(b.ctl("pending"))["pending"], 20, "the request to reach node-b")
+    assert [p["node_id"] for p in pending] == [id_a]
+    assert _ok(b.ctl("approve", str(id_a)))["status"] == "approved"
+    ping = wait_for(lambda: (r := a.ctl("ping", addr_b, "--count", "2", timeout=60)).get("status") == "ok" and r,
+                    40, "ping after approval", interval=1)
+    assert not ping["data"]["timeout"]
+    events = [e for e in _events(rdv.log) if e.get("type") in ("request_handshake", "respond_handshake")]
+    assert all(e["ok"] for e in events) and {e["type"] for e in events} == {"request_handshake", "respond_handshake"}
+
+
+def test_relay_only_node_is_reached_through_our_beacon(rendezvous, official_daemons):
+    rdv = rendezvous()
+    a = official_daemons("node-a", rdv.registry, rdv.beacon, "-public")
+    b = official_daemons("node-b", rdv.registry, rdv.beacon, "-public", "-relay-only")
+    ping = _ok(a.ctl("ping", b.info()["address"], "--count", "3", timeout=60))
+    assert not ping["timeout"] and len(ping["results"]) == 3
+    peers = {p["node_id"]: p for p in a.info()["peer_list"]}
+    assert peers[b.info()["node_id"]]["relay"] is True, peers
+    size = os.environ.get("PILOTMESH_BENCH_MIB", "1")     # raise it to measure relay throughput
+    bench = _ok(a.ctl("bench", b.info()["address"], size, timeout=120))
+    assert bench["complete"] and bench["recv_bytes"] == int(size) << 20
+    print(f"\nFIGURES relay ping_rtt_ms={[r['rtt_ms'] for r in ping['results']]} bench={bench}")

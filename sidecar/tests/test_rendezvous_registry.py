@@ -101,6 +101,8 @@ def test_private_nodes_resolve_only_after_handshake(reg):
     ok = call(reg, b, "respond_handshake", f"respond:{b.node_id}:{a.node_id}",
               node_id=b.node_id, peer_id=a.node_id, accept=True)
     assert ok == {"type": "respond_handshake_ok", "accept": True, "peer_id": a.node_id}
+    assert call(reg, b, "respond_handshake", f"respond:{b.node_id}:{a.node_id}",   # the daemon repeats it
+                node_id=b.node_id, peer_id=a.node_id, accept=True) == ok
     resolved = resolve()
     assert resolved["type"] == "resolve_ok" and resolved["real_addr"] == "127.0.0.1:4000"
     answers = call(reg, a, "poll_handshakes", f"poll_handshakes:{a.node_id}", node_id=a.node_id)

@@ -412,7 +412,10 @@ class Registry:
         self._signed(msg, self._node(node_id), "respond_handshake", node_id, peer_id)
         self._node(peer_id)
         if not self.store.close_handshake_request(node_id, peer_id):
-            raise NotFound(f"no handshake request from node {peer_id} is pending for node {node_id}")
+            # the 1.18 daemon answers twice; a repeat of a settled answer is fine, an unasked approval is not
+            if accept and not self.store.trusted(node_id, peer_id):
+                raise NotFound(f"no handshake request from node {peer_id} is pending for node {node_id}")
+            return {"type": "respond_handshake_ok", "accept": accept, "peer_id": peer_id}
         if accept:
             self.store.add_trust(node_id, peer_id)
             self.store.add_trust(peer_id, node_id)
