@@ -226,8 +226,9 @@ def _fmt(labels: dict[str, str]) -> str:
 def _selection_sentence(info: PodInfo, selecting: list[Policy]) -> str:
     if not selecting:
         return f"No policy selects pod {info.ref()} for egress, so all its egress is allowed."
-    isolating = [p.title() for p in selecting if p.isolates]
-    others = [p.title() for p in selecting if not p.isolates]
+    ordered = sorted(selecting, key=lambda p: (p.title(), p.order))
+    isolating = list(dict.fromkeys(p.title() for p in ordered if p.isolates))
+    others = [t for t in dict.fromkeys(p.title() for p in ordered if not p.isolates) if t not in isolating]
     parts = []
     if isolating:
         parts.append(f"Egress of pod {info.ref()} is restricted by {', '.join(isolating)}")
