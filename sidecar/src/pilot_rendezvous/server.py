@@ -14,7 +14,6 @@ log = logging.getLogger("pilot_rendezvous.server")
 
 IDLE_TIMEOUT = 300.0     # an idle registry connection is closed after this (as the official server)
 FRAME_TIMEOUT = 30.0     # a half-sent frame must complete within this (slow-loris guard)
-WRITE_TIMEOUT = 5.0
 MAX_CONNECTIONS = 10_000
 
 
@@ -51,6 +50,75 @@ class _BeaconProtocol(asyncio.DatagramProtocol):
         log.debug("beacon socket error: %s", exc)
 
 
+class _RegistryProtocol(asyncio.Protocol):
+    """One registry TCP connection. A single timer enforces the idle and half-frame deadlines."""
+
+    def __init__(self, server: "RendezvousServer") -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.conn: RegistryConnection | None = None
+        self.remote = "?"
+        self.deadline = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        self.remote = format_hostport(peer[0], peer[1])
+        if len(self.server.connections) >= self.server.max_connections:
+            log.warning("registry connection limit reached, refusing", extra={"remote": self.remote})
+            transport.close()
+            return
+        self.server.connections.add(self)
+        self.conn = RegistryConnection(self.server.registry, self.remote, max_frame=self.server.max_frame)
+        self._rearm()
+
+    def _rearm(self) -> None:
+        loop = asyncio.get_running_loop()
+        timeout = self.server.frame_timeout if self.conn.pending else self.server.idle_timeout
+        self.deadline = loop.time() + timeout
+        if self.timer is not None and self.timer.when() > self.deadline:
+            self.timer.cancel()
+            self.timer = None
+        if self.timer is None:
+            self.timer = loop.call_at(self.deadline, self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self.deadline:
+            self.timer = None
+            log.debug("registry connection timed out", extra={"remote": self.remote})
+            self.transport.abort()
+        else:
+            self.timer = loop.call_at(self.deadline, self._check_deadline)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            out = self.conn.receive_data(data, self.server.clock())
+        except Exception:
+            log.exception("registry connection failed", extra={"remote": self.remote})
+            self.transport.abort()
+            return
+        if out:
+            self.transport.write(out)
+        if self.conn.closed:
+            log.info("registry connection closed", extra={"remote": self.remote, "reason": self.conn.close_reason})
+            self.transport.close()
+        else:
+            self._rearm()
+
+    def pause_writing(self) -> None:     # a client that does not read its replies stops being read
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.server.connections.discard(self)
+
+
 class RendezvousServer:
     """Owns the listeners. `start()` binds (port 0 picks a free port); `stop()` closes everything."""
 
@@ -62,7 +130,7 @@ class RendezvousServer:
         self.registry_listen, self.beacon_listen = registry_listen, beacon_listen
         self.idle_timeout, self.frame_timeout = idle_timeout, frame_timeout
         self.max_frame, self.max_connections = max_frame, max_connections
-        self.connections: set[asyncio.Task] = set()
+        self.connections: set[_RegistryProtocol] = set()
         self._tcp: asyncio.base_events.Server | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._expiry: asyncio.Task | None = None
@@ -78,8 +146,8 @@ class RendezvousServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         if self.registry_listen:
-            self._tcp = await asyncio.start_server(self._serve_registry, *self.registry_listen,
-                                                   reuse_address=True, limit=self.max_frame + 8)
+            self._tcp = await loop.create_server(lambda: _RegistryProtocol(self), *self.registry_listen,
+                                                 reuse_address=True)
             log.info("registry listening", extra={"addr": format_hostport(*self.registry_address)})
         if self.beacon_listen:
             self._udp, _ = await loop.create_datagram_endpoint(
@@ -92,10 +160,8 @@ class RendezvousServer:
             self._expiry.cancel()
         if self._tcp:
             self._tcp.close()
-        for task in list(self.connections):
-            task.cancel()
-        if self.connections:
-            await asyncio.gather(*self.connections, return_exceptions=True)
+        for proto in list(self.connections):
+            proto.transport.close()
         if self._tcp:
             await self._tcp.wait_closed()
         if self._udp:
@@ -105,35 +171,3 @@ class RendezvousServer:
         while True:
             await asyncio.sleep(30)
             self.beacon.expire(self.clock())
-
-    async def _serve_registry(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        peer = writer.get_extra_info("peername") or ("?", 0)
-        remote = format_hostport(peer[0], peer[1])
-        if len(self.connections) >= self.max_connections:
-            log.warning("registry connection limit reached, refusing", extra={"remote": remote})
-            writer.close()
-            return
-        self.connections.add(task)
-        conn = RegistryConnection(self.registry, remote, max_frame=self.max_frame)
-        try:
-            while not conn.closed:
-                timeout = self.frame_timeout if conn.pending else self.idle_timeout
-                data = await asyncio.wait_for(reader.read(65536), timeout)
-                if not data:
-                    break
-                out = conn.receive_data(data, self.clock())
-                if out:
-                    writer.write(out)
-                    await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
-            if conn.closed:
-                log.info("registry connection closed", extra={"remote": remote, "reason": conn.close_reason})
-        except (asyncio.TimeoutError, ConnectionError, OSError) as err:
-            log.debug("registry connection ended: %r", err, extra={"remote": remote})
-        except asyncio.CancelledError:
-            pass
-        except Exception:
-            log.exception("registry connection failed", extra={"remote": remote})
-        finally:
-            self.connections.discard(task)
-            writer.close()
