@@ -2,8 +2,8 @@
 
 `analyze(pod, namespaces, policies, settings) -> Verdict`; `Verdict.to_dict()` is the JSON contract.
 """
-from .analyze import PodInputError, analyze
+from .analyze import PodInputError, analyze, compile_policies
 from .model import Verdict
 from .settings import Settings, SettingsError
 
-__all__ = ["analyze", "Verdict", "Settings", "SettingsError", "PodInputError"]
+__all__ = ["analyze", "compile_policies", "Verdict", "Settings", "SettingsError", "PodInputError"]

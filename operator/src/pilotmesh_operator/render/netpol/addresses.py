@@ -2,14 +2,15 @@
 
 "The internet" is every public unicast address of the pod's IP families: IPv4 outside the private,
 shared, loopback, link-local, documentation, benchmark and multicast/reserved ranges below, and IPv6
-inside 2000::/3 except documentation space. Address rules (ipBlock, nets, toCIDR, networks) are
-unions and differences of CIDRs, so whether a flow is allowed is constant between consecutive CIDR
-edges. `witnesses()` therefore returns a few well-known public addresses plus, for every CIDR the
-selecting policies use and every non-public range, the addresses on both sides of each edge that are
-public: if every witness is allowed, every public address is allowed.
+inside 2000::/3 except documentation space.
+Address rules (ipBlock, nets, toCIDR, networks) are unions and differences of CIDRs, so whether a flow
+is allowed can only change at a CIDR edge. `witnesses()` cuts the address line at every edge the
+selecting policies use and takes the first public address of each piece (plus one well-known address
+that reads well in reasons): if every witness is allowed, every public address is allowed.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Any, Iterable, Sequence
 
@@ -24,7 +25,7 @@ _NOT_INTERNET = {
     6: ["::/3", "4000::/2", "8000::/1", "2001:db8::/32"],
 }
 _RANGES = {
-    fam: [(int(n.network_address), int(n.broadcast_address)) for n in map(ipaddress.ip_network, nets)]
+    fam: sorted((int(n.network_address), int(n.broadcast_address)) for n in map(ipaddress.ip_network, nets))
     for fam, nets in _NOT_INTERNET.items()
 }
 # Well-known public resolvers and CDN addresses: readable examples in reasons.
@@ -48,10 +49,18 @@ def parse_cidr(value: Any, where: str, bare_ip_ok: bool = False) -> IPNetwork:
         raise PolicyInputError(f"{where}: expected a CIDR string, got {type(value).__name__}")
     if "/" not in value and not bare_ip_ok:
         raise PolicyInputError(f"{where}: {value!r} is not a CIDR (write e.g. {value}/32)")
+    net = _network(value.strip())
+    if net is None:
+        raise PolicyInputError(f"{where}: {value!r} is not a valid CIDR")
+    return net
+
+
+@functools.lru_cache(maxsize=4096)
+def _network(text: str) -> IPNetwork | None:
     try:
-        return ipaddress.ip_network(value.strip(), strict=False)
+        return ipaddress.ip_network(text, strict=False)
     except ValueError:
-        raise PolicyInputError(f"{where}: {value!r} is not a valid CIDR") from None
+        return None
 
 
 def parse_ip(value: Any, where: str) -> IPAddress:
@@ -72,35 +81,43 @@ def witnesses(families: Iterable[int], cidrs: Iterable[IPNetwork], sensitive: bo
               within: Sequence[IPNetwork] = ()) -> list[IPAddress]:
     """Addresses that together stand for the whole internet of `families` (module docstring).
 
-    With `within`, they stand for those networks instead of the internet. When no selecting rule
-    depends on the address (`sensitive` false), one address per family (or network) is enough.
+    The CIDR edges cut the address line into regions where every rule gives the same answer; one
+    public address per region (the first) stands for it. With `within`, they stand for those networks
+    instead of the internet. When no selecting rule depends on the address (`sensitive` false), one
+    address per family (or network) is enough.
     """
     fams = sorted(set(families))
-    if within:
-        inside = [n for n in within if n.version in fams]
-        ok = lambda ip: any(ip in n for n in inside)  # noqa: E731
-        seeds = {n.version: [] for n in inside}
-        for n in inside:
-            seeds[n.version].append(int(n.network_address) + (1 if n.num_addresses > 1 else 0))
-        bounds = [(int(n.network_address), int(n.broadcast_address), n.version) for n in inside]
-    else:
-        ok = is_internet
-        seeds = {f: [int(a) for a in REPRESENTATIVE[f]] for f in fams}
-        bounds = [(lo, hi, f) for f in fams for lo, hi in _RANGES[f]]
-    if not sensitive:
-        return [_cls(f)(seeds[f][0]) for f in sorted(seeds)]
+    cidrs = list(cidrs)
+    inside = [n for n in within if n.version in fams]
     out: list[IPAddress] = []
-    for fam in sorted(seeds):
-        cand = set(seeds[fam])
-        edges = [(lo, hi) for lo, hi, f in bounds if f == fam]
-        edges += [(int(c.network_address), int(c.broadcast_address)) for c in cidrs if c.version == fam]
-        for lo, hi in edges:
-            cand.update((lo - 1, lo, hi, hi + 1))
-        rest = sorted(cand - set(seeds[fam]))
-        for n in seeds[fam] + rest:  # the well-known addresses first: they read best in reasons
-            if 0 <= n <= _MAX[fam] and ok(_cls(fam)(n)):
+    for fam in sorted({n.version for n in inside}) if within else fams:
+        nets = [n for n in inside if n.version == fam]
+        seed = int(nets[0].network_address) + (nets[0].num_addresses > 1) if within else int(REPRESENTATIVE[fam][0])
+        out.append(_cls(fam)(seed))
+        if not sensitive:
+            continue
+        cuts = {0}
+        for c in cidrs + nets:
+            if c.version == fam:
+                cuts.update((int(c.network_address), int(c.broadcast_address) + 1))
+        cuts = sorted(n for n in cuts if n <= _MAX[fam])
+        for lo, nxt in zip(cuts, cuts[1:] + [_MAX[fam] + 1]):
+            n = _first_inside(lo, nets) if within else _first_public(lo, fam)
+            if n is not None and n < nxt and n != seed:
                 out.append(_cls(fam)(n))
     return out
+
+
+def _first_public(n: int, fam: int) -> int | None:
+    for lo, hi in _RANGES[fam]:  # sorted, so one pass skips chained ranges
+        if lo <= n <= hi:
+            n = hi + 1
+    return n if n <= _MAX[fam] else None
+
+
+def _first_inside(n: int, nets: list) -> int | None:
+    # the cuts include every edge of `nets`, so a region is wholly inside or wholly outside them
+    return n if any(int(x.network_address) <= n <= int(x.broadcast_address) for x in nets) else None
 
 
 def _cls(fam: int) -> type:

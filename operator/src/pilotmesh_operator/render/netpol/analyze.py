@@ -14,6 +14,7 @@ The flows tested (all from the pod; `engine.py` decides each one):
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -33,12 +34,16 @@ class PodInputError(ValueError):
 
 def analyze(pod: dict, namespaces: Iterable[dict] = (), policies: Iterable[Any] = (),
             settings: Settings | dict | None = None) -> Verdict:
-    """The egress verdict for `pod` given the namespace objects and policy objects (any kinds, mixed)."""
+    """The egress verdict for `pod` given the namespace objects and policy objects (any kinds, mixed).
+
+    `policies` may hold raw objects or the output of `compile_policies()`; the pod's own namespace is
+    used for raw namespaced objects that name none.
+    """
     s = settings if isinstance(settings, Settings) else Settings.from_dict(settings)
     ns_objs = {(n.get("metadata") or {}).get("name"): n for n in namespaces if isinstance(n, dict)}
     info = pod_info(pod, ns_objs)
     policies = list(policies)
-    compiled = [kinds.compile_object(o, info.namespace) for o in policies]
+    compiled = [o if isinstance(o, kinds.Compiled) else kinds.compile_object(o, info.namespace) for o in policies]
     tiers = {t.name: t for c in compiled for t in c.tiers}
     selecting, notes = _selecting(info, compiled, tiers)
     warnings: list[str] = []
@@ -54,6 +59,11 @@ def analyze(pod: dict, namespaces: Iterable[dict] = (), policies: Iterable[Any] 
     if s.enforcement == "unknown":
         notes.append(Note("low", "Whether the CNI enforces NetworkPolicy is unknown; the verdict assumes it does."))
     return _decide(info, pod, selecting, tiers, s, notes, warnings, ns_objs)
+
+
+def compile_policies(policies: Iterable[Any], default_namespace: str = "default") -> list[kinds.Compiled]:
+    """Compile policy objects once, for many `analyze()` calls (a webhook or the operator's re-decide loop)."""
+    return [kinds.compile_object(o, default_namespace) for o in policies]
 
 
 def pod_info(pod: Any, ns_objs: dict[str, dict], namespace: str | None = None, labels: dict | None = None) -> PodInfo:
@@ -159,8 +169,9 @@ def _decide(info: PodInfo, pod: dict, selecting: list[Policy], tiers: dict[str, 
     fams = _families(pod, s)
     cidrs = [c for p in selecting for c in p.cidrs]
     sensitive = any(p.address_sensitive for p in selecting)
-    internet = witnesses(fams, cidrs, sensitive)
-    peers_out = witnesses(fams, cidrs, sensitive, s.peer_networks) if s.peer_networks else internet
+    internet = _witnesses(tuple(fams), tuple(cidrs) if sensitive else (), sensitive, ())
+    peers_out = _witnesses(tuple(fams), tuple(cidrs) if sensitive else (), sensitive, s.peer_networks) \
+        if s.peer_networks else internet
     lo, hi = s.udp_ports
     edge_ports = {p for pol in selecting for p in pol.port_edges if lo <= p <= hi}
     uports = sorted({lo, hi, s.udp_peer_port, s.beacon_udp_port} | edge_ports)
@@ -213,6 +224,11 @@ def _decide(info: PodInfo, pod: dict, selecting: list[Policy], tiers: dict[str, 
     if verdict == "udp-ok" and not p.ok:
         warnings.append("In-cluster peers cannot reach each other over UDP; their traffic will go through the relay")
     return _finish(verdict, reasons, dns, p.ok, notes, warnings)
+
+
+@functools.lru_cache(maxsize=1024)
+def _witnesses(fams: tuple, cidrs: tuple, sensitive: bool, within: tuple) -> tuple:
+    return tuple(witnesses(fams, cidrs, sensitive, within))
 
 
 def describe_pod(p: PodInfo) -> str:

@@ -120,18 +120,17 @@ class _CalicoParser:
         return pred
 
     def or_(self) -> Predicate:
-        parts = [self.and_()]
-        while self.peek() == "||":
-            self.take()
-            parts.append(self.and_())
-        return parts[0] if len(parts) == 1 else (lambda lb: any(p(lb) for p in parts))
+        return self._joined("||", self.and_, any)
 
     def and_(self) -> Predicate:
-        parts = [self.unary()]
-        while self.peek() == "&&":
+        return self._joined("&&", self.unary, all)
+
+    def _joined(self, sep: str, sub: Callable[[], Predicate], combine: Callable) -> Predicate:
+        parts = [sub()]
+        while self.peek() == sep:
             self.take()
-            parts.append(self.unary())
-        return parts[0] if len(parts) == 1 else (lambda lb: all(p(lb) for p in parts))
+            parts.append(sub())
+        return parts[0] if len(parts) == 1 else (lambda lb: combine(p(lb) for p in parts))
 
     def unary(self) -> Predicate:
         if self.peek() == "!":
