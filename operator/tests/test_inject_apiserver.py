@@ -14,7 +14,7 @@ from pilotmesh_operator.render.inject import inject
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "inject"
 pytestmark = pytest.mark.kube
 
-_CREATE = {  # kind -> (api class, create method, namespaced)
+_CREATE = {  # kind -> (kubernetes.client API class, its create method)
     "Pod": ("CoreV1Api", "create_namespaced_pod"),
     "Deployment": ("AppsV1Api", "create_namespaced_deployment"),
     "StatefulSet": ("AppsV1Api", "create_namespaced_stateful_set"),
