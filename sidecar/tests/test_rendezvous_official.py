@@ -116,3 +116,18 @@ def test_relay_only_node_is_reached_through_our_beacon(rendezvous, official_daem
     bench = _ok(a.ctl("bench", b.info()["address"], size, timeout=120))
     assert bench["complete"] and bench["recv_bytes"] == int(size) << 20
     print(f"\nFIGURES relay ping_rtt_ms={[r['rtt_ms'] for r in ping['results']]} bench={bench}")
+
+
+def test_official_rotate_key_keeps_the_node_id(rendezvous, official_daemons):
+    rdv = rendezvous()
+    a = official_daemons("node-a", rdv.registry, rdv.beacon, "-public")
+    b = official_daemons("node-b", rdv.registry, rdv.beacon, "-public")
+    before = a.info()
+    rotated = _ok(a.ctl("rotate-key"))
+    looked = _ok(b.ctl("lookup", str(before["node_id"])))
+    assert looked["public_key"] != before["public_key"], rotated
+    assert looked["public_key"] == wait_for(lambda: a.info()["public_key"] != before["public_key"] and
+                                            a.info()["public_key"], 10, "the daemon to adopt its new key")
+    assert a.info()["node_id"] == before["node_id"]
+    ping = _ok(b.ctl("ping", before["address"], "--count", "2", timeout=60))
+    assert not ping["timeout"]

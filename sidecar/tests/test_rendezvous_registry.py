@@ -169,7 +169,11 @@ def test_tags_visibility_and_deregister(reg):
 def test_rotate_key_moves_the_id_to_the_new_key(reg):
     a, new = Node(), Node()
     a.register(reg)
-    reply = call(reg, a, "rotate_key", f"rotate:{a.node_id}", node_id=a.node_id, new_public_key=new.public_key)
+    signed_other = call(reg, a, "rotate_key", f"rotate:{a.node_id}:{Node().public_key}", node_id=a.node_id,
+                        new_public_key=new.public_key)
+    assert signed_other["error"] == "signature verification failed"   # the proof names the new key
+    reply = call(reg, a, "rotate_key", f"rotate:{a.node_id}:{new.public_key}", node_id=a.node_id,
+                 new_public_key=new.public_key)
     assert reply["public_key"] == new.public_key
     assert new.register(reg)["node_id"] == a.node_id
     old_key_heartbeat = call(reg, a, "heartbeat", f"heartbeat:{a.node_id}", node_id=a.node_id)

@@ -357,7 +357,10 @@ class Registry:
             raise BadRequest("rotate_key requires new_public_key")
         signatures.decode_public_key(new_key)
         rec = self._node(node_id)
-        self._signed(msg, rec, "rotate_key", node_id)
+        try:    # 1.18 daemons sign rotate:<id>:<new key>; older clients rotate:<id>
+            self._signed(msg, rec, "rotate_key", node_id, new_key)
+        except Forbidden:
+            self._signed(msg, rec, "rotate_key", node_id)
         bound = self.store.bound_node_id(new_key)
         if bound is not None and bound != node_id:
             raise Conflict(f"new_public_key is already bound to node {bound}")

@@ -13,7 +13,8 @@ deregister        deregister:<node_id>
 poll_handshakes   poll_handshakes:<node_id>
 request_handshake handshake:<from_node_id>:<to_node_id>
 respond_handshake respond:<node_id>:<peer_id>
-rotate_key        rotate:<node_id>                          (signed with the OLD key)
+rotate_key        rotate:<node_id>:<new_public_key_b64>      (1.18 daemon binary; signed with the OLD key)
+                  rotate:<node_id>                          (older clients and servers; also accepted)
 report_trust      report_trust:<node_id>:<peer_id>
 revoke_trust      revoke_trust:<node_id>:<peer_id>
 join_network      join_network:<node_id>:<network_id>
