@@ -102,3 +102,31 @@ def test_bad_mesh_file_names_the_field(tmp_path: Path) -> None:
     out = run("-f", "-", "--mesh", str(mesh), stdin=DEPLOYMENT)
     assert out.returncode == 2
     assert "spec.transport: 'tcp' is not one of" in out.stderr and "spec.daemon.udpPort" in out.stderr
+
+
+def test_policies_decide_auto_transport(tmp_path: Path) -> None:
+    policy = tmp_path / "policies.yaml"
+    policy.write_text("""\
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {kubernetes.io/metadata.name: shop}}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: only-443, namespace: shop}
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
+  egress:
+  - ports: [{port: 443, protocol: TCP}]
+  - to: [{namespaceSelector: {}, podSelector: {matchLabels: {k8s-app: kube-dns}}}]
+    ports: [{port: 53, protocol: UDP}, {port: 53, protocol: TCP}]
+""")
+    out = run("-f", "-", "--policies", str(policy), stdin=DEPLOYMENT)
+    assert out.returncode == 0, out.stderr
+    (doc,) = yaml.safe_load_all(out.stdout)
+    annotations = doc["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["pilot.io/transport"] == "compat"
+    assert "shop/only-443" in annotations["pilot.io/transport-reason"]
+    assert _status(doc)["transportPolicy"] == "auto"
+    assert len(annotations["pilot.io/transport-reason"]) <= 512

@@ -2,19 +2,22 @@
 
 Pods and workloads with a pod template are injected whether or not they carry `pilot.io/inject` (you asked), except
 when it says "false"; other documents pass through unchanged. Multi-document YAML and `List` in, the same out.
-Skips and warnings go to stderr as `# ...` lines; errors are one line on stderr and exit code 2.
+With `--policies`, pods whose transport policy is auto get the NetworkPolicy verdict (`render.netpol.analyze`)
+for their namespace and labels, as the webhook would. Skips and warnings go to stderr as `# ...` lines; errors are
+one line on stderr and exit code 2.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 import yaml
 
-from ..mesh import MeshSettings, MeshSpecError, parse_kube_version
+from ..mesh import MeshSettings, parse_kube_version
 from ..render.inject import TEMPLATE_PATHS, TransportDecision, inject
+from ..render.netpol.analyze import analyze, compile_policies
 
 
 class InjectInputError(Exception):
@@ -31,6 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the transport for pods whose policy is auto (default: the daemon decides at start)")
     p.add_argument("--kube-version", metavar="MAJOR.MINOR",
                    help="the cluster's Kubernetes version, for nativeSidecar: auto (default: assume >= 1.29)")
+    p.add_argument("--policies", nargs="+", default=[], metavar="FILE",
+                   help="NetworkPolicies (any supported kind) and Namespaces to decide auto transports from")
     p.add_argument("-n", "--namespace", help="namespace of documents that name none (checks the system exclusions)")
     p.set_defaults(func=run)
 
@@ -39,11 +44,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         mesh = _mesh(args.mesh, args.kube_version)
         docs = _load(args.filename)
-    except (InjectInputError, MeshSpecError, ValueError) as exc:
+        decide = _decider(args.transport, [d for path in args.policies for d in _load(path)], args.namespace)
+        out = [_inject_doc(doc, mesh, decide, args.namespace, sys.stderr) for doc in docs]
+    except (InjectInputError, ValueError) as exc:   # MeshSpecError and the analyzer's input errors are ValueErrors
         print(f"pilotmesh inject: {exc}", file=sys.stderr)
         return 2
-    decision = TransportDecision(args.transport, "pilotmesh inject --transport") if args.transport else None
-    out = [_inject_doc(doc, mesh, decision, args.namespace, sys.stderr) for doc in docs]
     try:
         sys.stdout.write(dump_yaml(out))
         sys.stdout.flush()
@@ -90,15 +95,44 @@ def _load(path: str) -> list[Any]:
         raise InjectInputError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
 
 
-def _inject_doc(doc: Any, mesh: MeshSettings, decision: TransportDecision | None, namespace: str | None,
-                err: TextIO) -> Any:
+Decider = Callable[[dict[str, Any]], "TransportDecision | None"]
+
+
+def _decider(transport: str | None, policy_docs: list[Any], namespace: str | None) -> Decider:
+    """The transport decision for one document: --transport, else the policies' verdict, else none (auto)."""
+    if transport:
+        return lambda doc: TransportDecision(transport, "pilotmesh inject --transport")
+    if not policy_docs:
+        return lambda doc: None
+    namespaces = [d for d in policy_docs if isinstance(d, dict) and d.get("kind") == "Namespace"]
+    compiled = compile_policies([d for d in policy_docs if d not in namespaces], namespace or "default")
+
+    def decide(doc: dict[str, Any]) -> TransportDecision:
+        meta = doc.get("metadata") or {}
+        path = TEMPLATE_PATHS[doc.get("kind", "Pod")]
+        template = _lookup(doc, path) or {}
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {
+            "name": meta.get("name") or meta.get("generateName") or "pod",
+            "namespace": meta.get("namespace") or namespace or "default",
+            "labels": (template.get("metadata") or {}).get("labels") or {}}, "spec": template.get("spec") or {}}
+        return TransportDecision.from_verdict(analyze(pod, namespaces, compiled))
+    return decide
+
+
+def _lookup(doc: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        doc = doc.get(key) if isinstance(doc, dict) else None
+    return doc
+
+
+def _inject_doc(doc: Any, mesh: MeshSettings, decide: Decider, namespace: str | None, err: TextIO) -> Any:
     if not isinstance(doc, dict):
         return doc
     if doc.get("kind") == "List" and isinstance(doc.get("items"), list):
-        return dict(doc, items=[_inject_doc(item, mesh, decision, namespace, err) for item in doc["items"]])
+        return dict(doc, items=[_inject_doc(item, mesh, decide, namespace, err) for item in doc["items"]])
     if doc.get("kind") not in TEMPLATE_PATHS:
         return doc
-    result = inject(doc, mesh, decision, namespace=namespace, require_opt_in=False)
+    result = inject(doc, mesh, decide(doc), namespace=namespace, require_opt_in=False)
     for line in _notes(doc, result.skip, result.message, result.warnings):
         print(line, file=err)
     return result.obj

@@ -93,8 +93,8 @@ class TransportDecision:
     @classmethod
     def from_verdict(cls, verdict: Any) -> TransportDecision:
         """From a `render.netpol` Verdict (anything with `.transport` and `.reasons` or `.summary()`)."""
-        reasons = getattr(verdict, "reasons", None)
-        return cls(verdict.transport, "; ".join(reasons) if reasons else verdict.summary())
+        reasons = " ".join(getattr(verdict, "reasons", None) or ())
+        return cls(verdict.transport, f"{verdict.summary()}: {reasons}" if reasons else verdict.summary())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -320,7 +320,7 @@ def _transport(policy: str, mesh: MeshSettings, decision: TransportDecision | No
         why = "no NetworkPolicy verdict at injection: the daemon decides at start, UDP beacon first, then TCP 443"
     if host_network:
         why += "; hostNetwork pod: NetworkPolicy does not apply to it"
-    return policy, transport, why[:MAX_REASON]
+    return policy, transport, why if len(why) <= MAX_REASON else why[:MAX_REASON - 3] + "..."
 
 
 class _Plan:
