@@ -16,7 +16,7 @@ from typing import Any, TextIO
 import yaml
 
 from ..mesh import MeshSettings, parse_kube_version
-from ..render.inject import TEMPLATE_PATHS, TransportDecision, inject
+from ..render.inject import TEMPLATE_PATHS, TransportDecision, inject, pod_template
 from ..render.netpol.analyze import analyze, compile_policies
 
 
@@ -109,20 +109,13 @@ def _decider(transport: str | None, policy_docs: list[Any], namespace: str | Non
 
     def decide(doc: dict[str, Any]) -> TransportDecision:
         meta = doc.get("metadata") or {}
-        path = TEMPLATE_PATHS[doc.get("kind", "Pod")]
-        template = _lookup(doc, path) or {}
+        template = pod_template(doc) or {}
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {
             "name": meta.get("name") or meta.get("generateName") or "pod",
             "namespace": meta.get("namespace") or namespace or "default",
             "labels": (template.get("metadata") or {}).get("labels") or {}}, "spec": template.get("spec") or {}}
         return TransportDecision.from_verdict(analyze(pod, namespaces, compiled))
     return decide
-
-
-def _lookup(doc: Any, path: tuple[str, ...]) -> Any:
-    for key in path:
-        doc = doc.get(key) if isinstance(doc, dict) else None
-    return doc
 
 
 def _inject_doc(doc: Any, mesh: MeshSettings, decide: Decider, namespace: str | None, err: TextIO) -> Any:

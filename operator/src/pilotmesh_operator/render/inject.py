@@ -232,6 +232,13 @@ def _lookup(obj: Any, path: Sequence[str]) -> Any:
     return obj
 
 
+def pod_template(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The pod (template) inside a Pod or workload object; None for other kinds or a missing template."""
+    path = TEMPLATE_PATHS.get(obj.get("kind") or "Pod")
+    found = None if path is None else _lookup(obj, path)
+    return found if isinstance(found, Mapping) else None
+
+
 def _flag(value: Any, where: str, allowed: Sequence[str]) -> str | None:
     if value is None:
         return None
