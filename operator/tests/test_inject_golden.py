@@ -197,7 +197,7 @@ _pod = st.fixed_dictionaries({
 })
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(pod=_pod, native=st.sampled_from(["auto", "always", "never"]), daemonset=st.booleans())
 def test_random_pods_patch_matches_and_is_idempotent(pod: dict[str, Any], native: str, daemonset: bool) -> None:
     mesh = MeshSettings.from_spec({"mode": "daemonset" if daemonset else "sidecar",

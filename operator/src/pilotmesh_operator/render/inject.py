@@ -493,10 +493,12 @@ def _merge_container(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> dict
     (args, image, ...) is replaced by theirs."""
     merged = copy.deepcopy(dict(ours))
     for field, value in theirs.items():
+        if value is None:   # null: not set
+            continue
         if field in _MERGE_KEYS and isinstance(value, list):
             key = _MERGE_KEYS[field]
             mine = {item.get(key) for item in value if isinstance(item, Mapping)}
-            merged[field] = [item for item in merged.get(field, []) if item.get(key) not in mine] + copy.deepcopy(value)
+            merged[field] = [item for item in merged.get(field) or [] if item.get(key) not in mine] + copy.deepcopy(value)
         elif isinstance(value, Mapping) and isinstance(merged.get(field), Mapping):
             merged[field] = _merge_container(merged[field], value)
         else:
