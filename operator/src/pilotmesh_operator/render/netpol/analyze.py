@@ -50,7 +50,8 @@ def analyze(pod: dict, namespaces: Iterable[dict] = (), policies: Iterable[Any] 
     if policies and info.namespace not in ns_objs:
         warnings.append(f"Namespace {info.namespace} was not given: assumed to carry only the label "
                         f"kubernetes.io/metadata.name={info.namespace}")
-    if (pod.get("spec") or {}).get("hostNetwork"):
+    pod_spec = pod.get("spec")
+    if isinstance(pod_spec, dict) and pod_spec.get("hostNetwork"):
         return _finish("udp-ok", [f"Pod {info.ref()} uses hostNetwork: NetworkPolicy does not apply to it."],
                        True, True, notes, warnings)
     if s.enforcement == "none":
@@ -77,8 +78,11 @@ def pod_info(pod: Any, ns_objs: dict[str, dict], namespace: str | None = None, l
         labels = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
         spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
         named = {}
-        for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
-            for p in (c.get("ports") or []) if isinstance(c, dict) else []:
+        containers = [c for key in ("containers", "initContainers") if isinstance(spec.get(key), list)
+                      for c in spec[key]]
+        for c in containers:
+            ports = c.get("ports") if isinstance(c, dict) else None
+            for p in ports if isinstance(ports, list) else []:
                 if isinstance(p, dict) and p.get("name") and isinstance(p.get("containerPort"), int):
                     named[str(p["name"])] = (str(p.get("protocol") or "TCP"), p["containerPort"])
         name = str(meta.get("name") or meta.get("generateName") or "")
