@@ -36,6 +36,7 @@ ANNOTATION_HOSTNAME = "pilot.io/hostname"      # per-pod hostname template overr
 ANNOTATION_IMAGE = "pilot.io/image"            # per-pod daemon image override
 ANNOTATION_LOG_LEVEL = "pilot.io/log-level"    # per-pod daemon log level override
 LABEL_INJECT = "pilot.io/inject"
+LABEL_INJECTED = "pilot.io/injected"      # set on injected pods ("sidecar" or "daemonset"): lets the operator list them
 
 # The file (downward API of the pilot.io/transport annotation) the daemon watches to switch transport live.
 TRANSPORT_FILE = "/etc/pilot/podinfo/transport"

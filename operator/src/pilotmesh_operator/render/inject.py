@@ -194,6 +194,7 @@ def _inject(obj: Mapping[str, Any], mesh: MeshSettings, decision: TransportDecis
 
     patch.ensure_dict(tpath + ("metadata",))
     patch.merge_dict(tpath + ("metadata", "annotations"), new_annotations)
+    patch.merge_dict(tpath + ("metadata", "labels"), {contract.LABEL_INJECTED: mesh.mode})
     plan.apply(patch)
     what = "daemonset-mode socket volume" if mesh.mode == "daemonset" else (
         f"{'native sidecar' if opts.native else 'sidecar'} {contract.DAEMON_CONTAINER} ({opts.image})")
