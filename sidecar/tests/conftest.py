@@ -86,10 +86,18 @@ class NetNS:
             self.procs.remove(proc)
         return proc.returncode
 
+    def hosts(self, names: dict[str, str]) -> None:
+        """Name -> IP entries seen inside the namespace (`ip netns exec` mounts /etc/netns/NAME/hosts)."""
+        etc = Path("/etc/netns") / self.name
+        etc.mkdir(parents=True, exist_ok=True)
+        lines = ["127.0.0.1 localhost", *(f"{ip} {name}" for name, ip in names.items())]
+        (etc / "hosts").write_text("\n".join(lines) + "\n")
+
     def close(self) -> None:
         for proc in list(self.procs):
             self.stop(proc)
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+        shutil.rmtree(Path("/etc/netns") / self.name, ignore_errors=True)
 
 
 @pytest.fixture
@@ -127,6 +135,7 @@ class Rendezvous:
     registry: str = "127.0.0.1:9000"
     beacon: str = "127.0.0.1:9001"
     db: Path = field(default=None)  # type: ignore[assignment]
+    flags: list[str] = field(default_factory=list)      # e.g. the TLS listener's
     proc: subprocess.Popen | None = None
     starts: int = 0
 
@@ -139,7 +148,7 @@ class Rendezvous:
         offset = self.log.stat().st_size if self.log.exists() else 0
         self.proc = self.ns.spawn([sys.executable, "-m", "pilot_rendezvous", "-registry-listen", self.registry,
                                    "-beacon-listen", self.beacon, "-db", str(self.db), "-log-format", "json",
-                                   "-log-level", "debug"], log=self.log)
+                                   "-log-level", "debug", *self.flags], log=self.log)
         self.starts += 1
         wait_for(lambda: self.proc.poll() is not None or b"pilot-rendezvous ready" in self.log.read_bytes()[offset:],
                  15, "pilot-rendezvous to start")
@@ -169,6 +178,7 @@ class OfficialDaemon:
     registry: str
     beacon: str
     proc: subprocess.Popen | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def socket(self) -> Path:
@@ -181,7 +191,7 @@ class OfficialDaemon:
     def env(self) -> dict[str, str]:
         return {"HOME": str(self.home), "PATH": "/usr/bin:/bin", "PILOT_REGISTRY": self.registry,
                 "PILOT_BEACON": self.beacon, "PILOT_SOCKET": str(self.socket), "PILOT_TELEMETRY_URL": "",
-                "PILOT_MOTD_URL": "", "PILOT_NO_SKILLINJECT": "1", "PILOT_PROXY": "off"}
+                "PILOT_MOTD_URL": "", "PILOT_NO_SKILLINJECT": "1", "PILOT_PROXY": "off", **self.extra_env}
 
     def ctl(self, *args: str, timeout: float = 30) -> dict:
         """`pilotctl --json ARGS` -> the parsed envelope ({"status": "ok", "data": ...} or an error)."""
@@ -199,13 +209,14 @@ class OfficialDaemon:
 
 @pytest.fixture
 def official_daemons(official_bin, netns, tmp_path):
-    """start(name, registry, beacon, *flags) -> a registered OfficialDaemon (node_id > 0)."""
+    """start(name, registry, beacon, *flags, env={...}) -> a registered OfficialDaemon (node_id > 0)."""
     started: list[OfficialDaemon] = []
 
-    def start(name: str, registry: str, beacon: str, *flags: str, timeout: float = 20) -> OfficialDaemon:
+    def start(name: str, registry: str, beacon: str, *flags: str, timeout: float = 20,
+              env: dict[str, str] | None = None) -> OfficialDaemon:
         home = tmp_path / name
         home.mkdir(exist_ok=True)
-        d = OfficialDaemon(netns, official_bin, home, registry, beacon)
+        d = OfficialDaemon(netns, official_bin, home, registry, beacon, extra_env=dict(env or {}))
         argv = [str(official_bin / "pilot-daemon"), "-socket", str(d.socket), "-registry", registry,
                 "-beacon", beacon, "-listen", "127.0.0.1:0", "-identity", str(home / "identity.json"),
                 "-hostname", name, "-telemetry-url", "", "-motd-feed-url", "", "-no-skillinject",

@@ -1,12 +1,18 @@
-"""asyncio glue: the registry on TCP and the beacon on UDP, driving the sans-I/O cores."""
+"""asyncio glue: the registry on TCP and the beacon on UDP, driving the sans-I/O cores.
+
+`RendezvousServer` also holds what the TLS front end and the metrics read: the compat sessions
+by node id (the beacon core addresses them as `CompatPeer`), request counts by type and outcome,
+and error counts by kind."""
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
+from typing import Protocol
 
-from .beacon_proto import Beacon
+from .beacon_proto import Beacon, CompatPeer, Out
 from .registry import Registry
 from .registry_proto import MAX_FRAME, RegistryConnection
 
@@ -29,28 +35,29 @@ def format_hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-class _BeaconProtocol(asyncio.DatagramProtocol):
-    def __init__(self, beacon: Beacon, clock: Callable[[], float]) -> None:
-        self.beacon, self.clock = beacon, clock
-        self.transport: asyncio.DatagramTransport | None = None
+class CompatSink(Protocol):
+    """What the beacon needs of a compat session: write one datagram as one binary message."""
+    def send_datagram(self, payload: bytes) -> bool: ...
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+
+class _BeaconProtocol(asyncio.DatagramProtocol):
+    def __init__(self, server: "RendezvousServer") -> None:
+        self.server = server
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         try:
-            replies = self.beacon.datagram_received(data, (addr[0], addr[1]), self.clock())
+            replies = self.server.beacon.datagram_received(data, (addr[0], addr[1]), self.server.clock())
         except Exception:
             log.exception("beacon datagram failed", extra={"remote": str(addr)})
+            self.server.errors["beacon_internal"] += 1
             return
-        for payload, dest in replies:
-            self.transport.sendto(payload, dest)
+        self.server.deliver(replies)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("beacon socket error: %s", exc)
 
 
-class _RegistryProtocol(asyncio.Protocol):
+class RegistryProtocol(asyncio.Protocol):
     """One registry TCP connection. A single timer enforces the idle and half-frame deadlines."""
 
     def __init__(self, server: "RendezvousServer") -> None:
@@ -67,6 +74,7 @@ class _RegistryProtocol(asyncio.Protocol):
         self.remote = format_hostport(peer[0], peer[1])
         if len(self.server.connections) >= self.server.max_connections:
             log.warning("registry connection limit reached, refusing", extra={"remote": self.remote})
+            self.server.errors["registry_connection_limit"] += 1
             transport.close()
             return
         self.server.connections.add(self)
@@ -88,6 +96,7 @@ class _RegistryProtocol(asyncio.Protocol):
         if loop.time() >= self.deadline:
             self.timer = None
             log.debug("registry connection timed out", extra={"remote": self.remote})
+            self.server.errors["registry_timeout"] += 1
             self.transport.abort()
         else:
             self.timer = loop.call_at(self.deadline, self._check_deadline)
@@ -97,12 +106,14 @@ class _RegistryProtocol(asyncio.Protocol):
             out = self.conn.receive_data(data, self.server.clock())
         except Exception:
             log.exception("registry connection failed", extra={"remote": self.remote})
+            self.server.errors["registry_internal"] += 1
             self.transport.abort()
             return
         if out:
             self.transport.write(out)
         if self.conn.closed:
             log.info("registry connection closed", extra={"remote": self.remote, "reason": self.conn.close_reason})
+            self.server.errors["registry_framing"] += 1
             self.transport.close()
         else:
             self._rearm()
@@ -130,7 +141,12 @@ class RendezvousServer:
         self.registry_listen, self.beacon_listen = registry_listen, beacon_listen
         self.idle_timeout, self.frame_timeout = idle_timeout, frame_timeout
         self.max_frame, self.max_connections = max_frame, max_connections
-        self.connections: set[_RegistryProtocol] = set()
+        self.connections: set[RegistryProtocol] = set()
+        self.compat_sessions: dict[int, CompatSink] = {}
+        self.requests: Counter[tuple[str, bool]] = Counter()     # (message type, ok) -> count
+        self.errors: Counter[str] = Counter()                    # error kind -> count
+        if registry.on_request is None:
+            registry.on_request = lambda mtype, ok: self.requests.update(((mtype, ok),))
         self._tcp: asyncio.base_events.Server | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._expiry: asyncio.Task | None = None
@@ -146,12 +162,12 @@ class RendezvousServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         if self.registry_listen:
-            self._tcp = await loop.create_server(lambda: _RegistryProtocol(self), *self.registry_listen,
+            self._tcp = await loop.create_server(lambda: RegistryProtocol(self), *self.registry_listen,
                                                  reuse_address=True)
             log.info("registry listening", extra={"addr": format_hostport(*self.registry_address)})
         if self.beacon_listen:
             self._udp, _ = await loop.create_datagram_endpoint(
-                lambda: _BeaconProtocol(self.beacon, self.clock), local_addr=self.beacon_listen)
+                lambda: _BeaconProtocol(self), local_addr=self.beacon_listen)
             log.info("beacon listening", extra={"addr": format_hostport(*self.beacon_address)})
         self._expiry = asyncio.create_task(self._expire_loop())
 
@@ -166,6 +182,18 @@ class RendezvousServer:
             await self._tcp.wait_closed()
         if self._udp:
             self._udp.close()
+
+    def deliver(self, out: Out) -> None:
+        """Send what the beacon core decided: UDP datagrams, or binary messages to compat sessions."""
+        for payload, dest in out:
+            if isinstance(dest, CompatPeer):
+                session = self.compat_sessions.get(dest.node_id)
+                if session is None or not session.send_datagram(payload):
+                    self.beacon.stats.dropped += 1
+            elif self._udp is not None:
+                self._udp.sendto(payload, dest)
+            else:       # compat-only deployment: a UDP destination cannot be reached
+                self.beacon.stats.dropped += 1
 
     async def _expire_loop(self) -> None:
         while True:
