@@ -1,0 +1,87 @@
+"""Harness for our Python pilot-daemon in the test namespace, next to the official binaries.
+
+``our_daemons(name, registry, beacon, *flags)`` starts ``python -m pilot_daemon`` in the ``netns`` fixture's
+namespace and returns a handle with the same interface as conftest's ``OfficialDaemon`` (``ctl``, ``info``,
+``socket``, ``env``), so one test drives the official pilotctl against either daemon.
+Import the fixture into a test module: ``from daemon_harness import our_daemons  # noqa: F401``.
+"""
+from __future__ import annotations
+
+import socket
+import struct
+import sys
+import time
+
+import pytest
+
+from conftest import OfficialDaemon, wait_for
+
+
+class OurDaemon(OfficialDaemon):
+    """Our daemon; ``pilotctl`` calls still use the official client binary."""
+
+    def argv(self, name: str, *flags: str) -> list[str]:
+        return [sys.executable, "-m", "pilot_daemon", "-socket", str(self.socket), "-registry", self.registry,
+                "-beacon", self.beacon, "-listen", "127.0.0.1:0", "-identity", str(self.home / "identity.json"),
+                "-hostname", name, "-log-format", "json", "-log-level", "debug", *flags]
+
+
+@pytest.fixture
+def our_daemons(official_bin, netns, tmp_path):
+    started: list[OurDaemon] = []
+
+    def start(name: str, registry: str, beacon: str, *flags: str, timeout: float = 20) -> OurDaemon:
+        home = tmp_path / name
+        home.mkdir(exist_ok=True)
+        d = OurDaemon(netns, official_bin, home, registry, beacon)
+        d.proc = netns.spawn(d.argv(name, *flags), env=d.env(), log=d.log)
+        started.append(d)
+        wait_for(lambda: d.proc.poll() is not None or d.socket.exists(), timeout, f"our daemon {name}'s socket")
+        assert d.proc.poll() is None, f"our pilot-daemon {name} exited: {d.log.read_text()[-3000:]}"
+        return d
+
+    yield start
+    for d in started:
+        if d.proc is not None:
+            netns.stop(d.proc)
+
+
+class RawIPC:
+    """A bare IPC client for byte-level probes (no official driver in between)."""
+
+    def __init__(self, path, timeout: float = 10) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(str(path))
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def request(self, cmd: int, payload: bytes = b"") -> bytes:
+        self.send(struct.pack(">I", 1 + len(payload)) + bytes((cmd,)) + payload)
+        return self.read_frame()
+
+    def read_frame(self) -> bytes:
+        """One whole frame, length prefix included (the form the capture vectors use)."""
+        head = self._exactly(4)
+        return head + self._exactly(struct.unpack(">I", head)[0])
+
+    def _exactly(self, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("daemon closed the IPC connection")
+            buf += chunk
+        return buf
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def wait_socket_gone(path, timeout: float = 10) -> None:
+    wait_for(lambda: not path.exists(), timeout, f"{path} to disappear")
+
+
+def elapsed_ms(t0: float) -> float:
+    return (time.monotonic() - t0) * 1000

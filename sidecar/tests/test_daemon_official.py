@@ -1,0 +1,92 @@
+"""Our pilot-daemon next to the official 1.18 one, through our pilot-rendezvous, in a private netns:
+the official pilotctl sees the same JSON shapes, and datagrams cross between the two daemons both ways."""
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import time
+
+import pytest
+
+from conftest import wait_for
+from daemon_harness import RawIPC, our_daemons  # noqa: F401  (fixture)
+from pilot_daemon.proto import ipc
+from pilot_daemon.proto.addr import Addr
+
+pytestmark = [pytest.mark.official, pytest.mark.timeout(120)]
+
+
+def shape(value):
+    """Keys and JSON types, recursively (numbers are one type: Go prints 5.0 as 5)."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape(value[0])] if value else []
+    if isinstance(value, bool) or value is None:
+        return type(value).__name__
+    return "number" if isinstance(value, (int, float)) else type(value).__name__
+
+
+def ok(envelope: dict) -> dict:
+    assert envelope.get("status") == "ok", envelope
+    return envelope["data"]
+
+
+def registered(d) -> dict:
+    return wait_for(lambda: (i := d.info()).get("node_id") and i, 15, "registration")
+
+
+@pytest.fixture
+def pair(rendezvous, official_daemons, our_daemons):
+    rdv = rendezvous()
+    official = official_daemons("node-off", rdv.registry, rdv.beacon, "-public")
+    ours = our_daemons("node-ours", rdv.registry, rdv.beacon, "-public")
+    return official, ours
+
+
+def test_info_and_health_have_the_official_shapes(pair):
+    official, ours = pair
+    info_off, info_ours = registered(official), registered(ours)
+    assert shape(info_ours) == shape(info_off)
+    assert info_ours["hostname"] == "node-ours" and info_ours["address"] == str(Addr(0, info_ours["node_id"]))
+    assert info_ours["features"] == info_off["features"] and info_ours["transport"] == "udp"
+    assert shape(ok(ours.ctl("health"))) == shape(ok(official.ctl("health")))
+    for verb in ("pending", "trust", "peers"):
+        assert shape(ok(ours.ctl(verb))) == shape(ok(official.ctl(verb))), verb
+    # the official pilotctl's own registry lookups agree with what our daemon registered
+    looked = ok(official.ctl("lookup", str(info_ours["node_id"])))
+    assert looked["public_key"] == info_ours["public_key"]
+    assert ok(official.ctl("find", "node-ours"))["node_id"] == info_ours["node_id"]
+
+
+def test_datagrams_cross_both_ways_and_peer_rows_match(pair):
+    official, ours = pair
+    info_off, info_ours = registered(official), registered(ours)
+
+    # official -> ours: every IPC client of ours gets the RecvFrom push
+    listener = RawIPC(ours.socket)
+    sent = official.ctl("dgram", info_ours["address"], "5001", "--data", "to-python")
+    assert sent.get("status") == "ok", sent
+    frame = listener.read_frame()
+    got = ipc.decode_reply(ipc.Frame(frame[4], frame[5:]))
+    assert isinstance(got, ipc.RecvFrom)
+    assert (got.src.node, got.dst_port, got.data) == (info_off["node_id"], 5001, b"to-python")
+
+    # ours -> official: the official `pilotctl listen` receives what we send, by SendToConfirm and by pilotctl dgram
+    listen = subprocess.Popen(official.ns.argv([str(official.bin_dir / "pilotctl"), "--json", "listen", "5002",
+                                                "--count", "2", "--timeout", "20s"]),
+                              env=official.env(), stdout=subprocess.PIPE, text=True)
+    time.sleep(1.0)   # `listen` only connects and filters the RecvFrom pushes: nothing to poll for
+    dst = Addr(0, info_off["node_id"]).to_bytes() + struct.pack(">H", 5002)
+    assert listener.request(ipc.Cmd.SEND_TO_CONFIRM, dst + b"from-python-1") == ipc.EmptyReply(ipc.Cmd.SEND_TO_OK).encode()
+    assert ours.ctl("dgram", info_off["address"], "5002", "--data", "from-python-2").get("status") == "ok"
+    out = json.loads(listen.communicate(timeout=30)[0])
+    assert sorted(m["data"] for m in out["data"]["messages"]) == ["from-python-1", "from-python-2"]
+
+    rows_off = ok(official.ctl("info"))["peer_list"]
+    rows_ours = ok(ours.ctl("info"))["peer_list"]
+    assert rows_ours and shape(rows_ours) == shape(rows_off)
+    peer = {r["node_id"]: r for r in rows_ours}[info_off["node_id"]]
+    assert peer["encrypted"] and peer["authenticated"] and not peer["relay"]
+    listener.close()
