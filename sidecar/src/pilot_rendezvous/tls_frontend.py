@@ -132,7 +132,10 @@ class TLSFrontend:
 
     def load(self) -> CertInfo:
         files = self.settings.files
-        stamp = files.stamp()
+        try:        # taken before reading, so a write during the load is seen by the next poll
+            stamp = files.stamp()
+        except OSError:
+            stamp = None        # files.load() says which file is missing
         ctx, info = files.load(self._names(), now=self.server.clock())
         ctx.sni_callback = self._sni
         self.ctx, self.cert, self.stamp = ctx, info, stamp
