@@ -26,7 +26,7 @@ from pilot_rendezvous.registry_proto import encode_json_frame
 from pilot_rendezvous.server import RendezvousServer
 from pilot_rendezvous.store_sqlite import SQLiteStore
 from pilot_rendezvous.tls_frontend import TLSFrontend, TLSSettings, route_for, sniff_route
-from pilot_rendezvous.tlsfiles import TLSConfigError, TLSFiles, make_ca, make_leaf, write_pair
+from pilot_rendezvous.tlsfiles import TLSConfigError, TLSFiles, ensure_self_signed, inspect_pem, make_ca, make_leaf, write_pair
 from test_rendezvous_registry import Node
 
 pytestmark = pytest.mark.timeout(30)
@@ -131,6 +131,21 @@ def test_unusable_certificates_are_refused_with_the_fix(tmp_path, ca):
         TLSFiles(tmp_path / "g" / "tls.crt", tmp_path / "g" / "tls.key").load()
     ctx, info = good.load((REG, BEA))
     assert set(info.names) == {REG, BEA} and len(info.fingerprint) == 64
+
+
+def test_lab_ca_is_kept_and_the_leaf_reissued_only_when_needed(tmp_path):
+    files = ensure_self_signed(tmp_path, [REG, BEA])
+    ca_pem = (tmp_path / "ca.pem").read_bytes()
+    first = inspect_pem(files.cert.read_bytes())
+    assert set(first.names) == {REG, BEA} and (tmp_path / "ca.key").stat().st_mode & 0o777 == 0o600
+    ssl.create_default_context(cadata=ca_pem.decode()).load_cert_chain(files.cert, files.key)
+    assert inspect_pem(ensure_self_signed(tmp_path, [REG, BEA]).cert.read_bytes()) == first     # reused
+    again = inspect_pem(ensure_self_signed(tmp_path, [REG, "beacon.other.test"]).cert.read_bytes())
+    assert set(again.names) == {REG, "beacon.other.test"}
+    assert (tmp_path / "ca.pem").read_bytes() == ca_pem
+    later = first.not_after.timestamp() - 86400            # within a week of expiry: renewed
+    renewed = ensure_self_signed(tmp_path, [REG, "beacon.other.test"], now=later)
+    assert inspect_pem(renewed.cert.read_bytes()).fingerprint != again.fingerprint
 
 
 # -- the whole bridge in-process ---------------------------------------------------------------

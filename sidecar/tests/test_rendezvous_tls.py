@@ -143,7 +143,16 @@ def test_two_compat_daemons_one_pinning_the_registry_fingerprint(lab):
     assert bench["complete"] and bench["recv_bytes"] == int(size) << 20
     peers = {p["node_id"]: p for p in b.info()["peer_list"]}
     assert peers[info_a["node_id"]]["relay"] is True
-    print(f"\nFIGURES compat<->compat ping_rtt_ms={rtts} bench={bench}")
+    # restart the rendezvous: both reconnect (registry pool and WSS) and traffic resumes, same ids
+    lab.rdv.restart()
+    t0 = time.monotonic()
+    wait_for(lambda: sum(e.get("msg") == "compat node connected" for e in lab.events()) >= 4, 25,
+             "both compat daemons to reconnect their WebSocket")
+    reconnect_s = time.monotonic() - t0
+    again = _rtts(_ok(b.ctl("ping", info_a["address"], "--count", "2", timeout=40)))
+    assert a.info()["node_id"] == info_a["node_id"]
+    print(f"\nFIGURES compat<->compat ping_rtt_ms={rtts} bench={bench} reconnect_s={reconnect_s:.1f} "
+          f"after_restart_ms={again}")
 
 
 BAD_CLIENTS = r"""
