@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for
-from pilot_rendezvous.cli import main
+from pilot_rendezvous.cli import build_parser, main
 from pilot_rendezvous.tlsfiles import make_ca, make_leaf, write_pair
 
 REG, BEA, PORT = "registry.pilot.test", "beacon.pilot.test", 443
@@ -233,6 +233,13 @@ def test_bad_clients_and_an_expired_cert_leave_the_daemons_working(lab):
     write_pair(lab.cert, lab.key, *make_leaf(*lab.ca, [REG, BEA]))
     wait_for(lambda: any(e.get("msg") == "TLS certificate reloaded" for e in lab.events()), 10, "the reload")
     print(f"\nFIGURES after bad clients: udp->compat {again} compat->udp {back}")
+
+
+def test_help_documents_the_tls_and_metrics_flags():
+    text = build_parser().format_help()
+    for flag in ("-tls-listen", "-tls-cert", "-tls-key", "-tls-self-signed", "-tls-reload-interval", "-domain",
+                 "-registry-sni", "-beacon-sni", "-metrics-listen", "-registry-fingerprint"):
+        assert flag in text, flag
 
 
 @pytest.mark.timeout(30)

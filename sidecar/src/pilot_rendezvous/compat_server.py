@@ -45,6 +45,7 @@ class CompatSession(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self._fragments: list[bytes] = []
         self._opcode: Opcode = Opcode.BINARY
+        self._abort: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -82,8 +83,9 @@ class CompatSession(asyncio.Protocol):
         self.paused = False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
+        for timer in (self.timer, self._abort):
+            if timer is not None:
+                timer.cancel()
         sent = self.ws.close_sent
         if sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
             log.info("compat session closed: message over 64 KiB", extra={"node_id": self.node_id})
@@ -112,9 +114,9 @@ class CompatSession(asyncio.Protocol):
             else:
                 self.transport.close()      # websockets' SEND_EOF: the exchange is over
                 return
-        if self.ws.close_expected() and not self.transport.is_closing():
-            loop = asyncio.get_running_loop()
-            loop.call_later(2.0, self.transport.abort)     # the peer should close first; don't wait forever
+        if self.ws.close_expected() and not self.transport.is_closing() and self._abort is None:
+            # the peer should close the TCP connection first; don't wait for it forever
+            self._abort = asyncio.get_running_loop().call_later(2.0, self.transport.abort)
 
     def _check_timers(self) -> None:
         loop = asyncio.get_running_loop()
