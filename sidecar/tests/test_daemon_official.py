@@ -90,3 +90,29 @@ def test_datagrams_cross_both_ways_and_peer_rows_match(pair):
     peer = {r["node_id"]: r for r in rows_ours}[info_off["node_id"]]
     assert peer["encrypted"] and peer["authenticated"] and not peer["relay"]
     listener.close()
+
+
+def test_ping_send_recv_and_bench_both_ways(pair):
+    official, ours = pair
+    info_off, info_ours = registered(official), registered(ours)
+    for src, dst in ((official, info_ours), (ours, info_off)):
+        ping = ok(src.ctl("ping", dst["address"], "--count", "3", timeout=60))
+        assert not ping["timeout"] and [r["seq"] for r in ping["results"] if "rtt_ms" in r] == [0, 1, 2], ping
+
+    for receiver, sender, target in ((ours, official, info_ours), (official, ours, info_off)):
+        recv = subprocess.Popen(receiver.ns.argv([str(receiver.bin_dir / "pilotctl"), "--json", "recv", "5000",
+                                                  "--count", "1", "--timeout", "20s"]),
+                                env=receiver.env(), stdout=subprocess.PIPE, text=True)
+        time.sleep(0.7)
+        sent = sender.ctl("send", target["address"], "5000", "--data", "hello-stream", "--timeout", "2s")
+        assert sent.get("status") == "ok" or sent.get("code") == "timeout", sent
+        got = json.loads(recv.communicate(timeout=30)[0])
+        assert [m["data"] for m in got["data"]["messages"]] == ["hello-stream"], got
+
+    for src, dst in ((official, info_ours), (ours, info_off)):
+        bench = ok(src.ctl("bench", dst["address"], "1", timeout=120))
+        assert bench["complete"] and bench["recv_bytes"] == 1 << 20, bench
+    conns = ok(ours.ctl("info"))["conn_list"]
+    rows_off = ok(official.ctl("info"))["conn_list"]
+    if conns and rows_off:
+        assert shape(conns[0]) == shape(rows_off[0])

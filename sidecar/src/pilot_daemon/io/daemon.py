@@ -24,6 +24,7 @@ from ..proto.addr import Addr, NODE_BROADCAST
 from ..proto.errors import CryptoError
 from . import clock, status
 from .beacon import BeaconClient
+from .conns import Conns
 from .ipc_server import IPCServer
 from .peers import Peer, PeerTable
 from .registry_client import RegistryClient, RegistryUnavailable
@@ -66,6 +67,7 @@ class Daemon:
         store = Path(identity.path).parent / "trust.json" if identity.path else None
         self.trust = TrustManager(self.registry.request, self.lookup_key, identity.sign_b64,
                                   auto_approve=settings["trust_auto_approve"], store=store)
+        self.conns = Conns(self)
         from .ipc_ops import IPCOps   # the IPC verbs need the daemon; they live in their own module
         self.ipc = IPCServer(settings["socket"], IPCOps(self))
         self.udp: UDPSocket | None = None
@@ -146,6 +148,10 @@ class Daemon:
         node = reply.get("node_id")
         if not isinstance(node, int) or not 0 < node < NODE_BROADCAST:
             raise DaemonError(f"the registry answered register without a usable node_id: {reply!r}")
+        if self.conns.table is None:
+            self.conns.start(node)
+        elif node != self.node_id:
+            raise DaemonError(f"the registry gave us node {node} on re-registration (was {self.node_id}); restart")
         self.node_id = self.tunnel.local_node = self.trust.node_id = node
         self.address = str(Addr(0, node))
         self.endpoint = listen_addr
@@ -217,7 +223,7 @@ class Daemon:
                 log.exception("tunnel event %s failed", type(ev).__name__)
         for node, frame in tunnel.datagrams_to_send():
             self._transmit(node, frame)
-        self._arm_timer()
+        self.arm_timer()
 
     def _on_event(self, ev: tn.TunnelEvent, now: float) -> None:
         if isinstance(ev, tn.PacketReceived):
@@ -296,12 +302,7 @@ class Daemon:
             client.push(frame)
 
     def on_stream_packet(self, packet: pk.Packet, peer: Peer, now: float) -> None:
-        # INTEGRATION POINT (proto/stream.py): hand the packet to the stream table. Until streams land,
-        # answer SYNs with RST so a dialer fails fast instead of retrying for 30 s.
-        if packet.has(pk.Flag.SYN) and not packet.has(pk.Flag.ACK):
-            self.send_packet(peer.node, pk.Packet(
-                protocol=pk.Proto.STREAM, src=packet.dst, dst=packet.src, src_port=packet.dst_port,
-                dst_port=packet.src_port, flags=pk.Flag.RST | pk.Flag.ACK, ack=(packet.seq + 1) & 0xFFFFFFFF).encode())
+        self.conns.receive(packet, now)
 
     # -- outbound -------------------------------------------------------------------------------
     def send_packet(self, node: int, data: bytes) -> bool:
@@ -407,7 +408,7 @@ class Daemon:
         raise OSError("no free ephemeral port")
 
     # -- timers ---------------------------------------------------------------------------------
-    def _arm_timer(self) -> None:
+    def arm_timer(self) -> None:
         deadlines = [t for t in (self.tunnel.get_timer(), self.stream_timer()) if t is not None]
         at = min(deadlines) if deadlines else None
         if at == self._timer_at:
@@ -425,17 +426,17 @@ class Daemon:
         self._pump(now)
 
     def stream_timer(self) -> float | None:
-        return None   # INTEGRATION POINT: the stream table's next deadline
+        return self.conns.get_timer()
 
     def stream_handle_timer(self, now: float) -> None:
-        pass          # INTEGRATION POINT: the stream table's handle_timer(now)
+        self.conns.handle_timer(now)
 
     # -- bookkeeping for info/health ---------------------------------------------------------------
     def connection_count(self) -> int:
-        return 0      # INTEGRATION POINT: open streams
+        return len(self.conn_rows())
 
     def conn_rows(self) -> list[dict]:
-        return []     # INTEGRATION POINT: one conn_list row per stream
+        return self.conns.rows()
 
     def port_count(self) -> int:
         return len(self.ports)

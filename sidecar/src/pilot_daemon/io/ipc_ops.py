@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from .. import identity as ident_mod
 from ..proto import ipc
 from ..proto import registry as reg
+from ..proto.addr import SocketAddr
 from ..proto.errors import IPCRequestError
 from ..proto.ipc import Cmd, HandshakeSub, NetworkSub
 from . import clock, status
@@ -28,7 +29,6 @@ def _json(cmd: Cmd, body: Any) -> bytes:
 class IPCOps:
     def __init__(self, daemon: "Daemon") -> None:
         self.d = daemon
-        self.client_ports: dict[int, set[int]] = {}
 
     # -- Handler protocol -----------------------------------------------------------------------
     def handle_inline(self, client: Client, request: ipc.AnyRequest) -> None:
@@ -37,8 +37,9 @@ class IPCOps:
                 return
             self.d.send_datagram(request.addr, request.port, request.data)
         elif isinstance(request, ipc.Send):
-            self.d_stream_send(client, request.conn_id, request.data)
-        # Cancel: INTEGRATION POINT (abort this client's in-flight dials once dials exist)
+            self.d.conns.send(client, request.conn_id, request.data)
+        elif isinstance(request, ipc.Cancel):
+            self.d.conns.cancel(client)
 
     async def handle(self, client: Client, request: ipc.AnyRequest) -> bytes | None:
         method = getattr(self, "_" + type(request).__name__.lower(), None)
@@ -50,10 +51,7 @@ class IPCOps:
         return await method(client, request)
 
     def client_gone(self, client: Client) -> None:
-        for port in self.client_ports.pop(client.id, set()):
-            if self.d.ports.get(port) is client:
-                del self.d.ports[port]
-        # INTEGRATION POINT: close every stream this client owns
+        self.d.conns.client_gone(client)
 
     # -- status ---------------------------------------------------------------------------------
     async def _info(self, client: Client, r: ipc.Info) -> bytes:
@@ -64,17 +62,13 @@ class IPCOps:
 
     # -- ports and datagrams ----------------------------------------------------------------------
     async def _bind(self, client: Client, r: ipc.Bind) -> bytes:
-        if r.port in self.d.ports:
-            raise IPCRequestError(f"port {r.port} already bound")
-        self.d.ports[r.port] = client
-        self.client_ports.setdefault(client.id, set()).add(r.port)
+        self.d.conns.listen(r.port, client)
         return ipc.PortReply(Cmd.BIND_OK, r.port).encode()
 
     async def _unbind(self, client: Client, r: ipc.Unbind) -> bytes:
         if self.d.ports.get(r.port) is not client:
             raise IPCRequestError("unbind: port is not owned by this client")
-        del self.d.ports[r.port]
-        self.client_ports.get(client.id, set()).discard(r.port)
+        self.d.conns.unlisten(r.port)
         return ipc.PortReply(Cmd.UNBIND_OK, r.port).encode()
 
     async def _sendtoconfirm(self, client: Client, r: ipc.SendToConfirm) -> bytes:
@@ -85,15 +79,14 @@ class IPCOps:
         self.d.send_datagram(r.addr, r.port, r.data)
         return ipc.EmptyReply(Cmd.SEND_TO_OK).encode()
 
-    # -- streams: INTEGRATION POINT (proto/stream.py) ------------------------------------------------
+    # -- streams ----------------------------------------------------------------------------------
     async def _dial(self, client: Client, r: ipc.Dial) -> bytes:
-        raise IPCRequestError("dial: streams are not available in this build of the PilotMesh daemon yet")
+        conn_id = await self.d.conns.dial(client, SocketAddr(r.addr, r.port))
+        return ipc.ConnReply(Cmd.DIAL_OK, conn_id).encode()
 
     async def _close(self, client: Client, r: ipc.Close) -> bytes:
-        raise IPCRequestError(f"close: unknown connection {r.conn_id}")
-
-    def d_stream_send(self, client: Client, conn_id: int, data: bytes) -> None:
-        pass
+        self.d.conns.close(client, r.conn_id)
+        return ipc.ConnReply(Cmd.CLOSE_OK, r.conn_id).encode()
 
     # -- trust ------------------------------------------------------------------------------------
     async def _handshake(self, client: Client, r: ipc.Handshake) -> bytes:

@@ -49,6 +49,15 @@ class Client:
         self.writer = writer
         self.tasks: set[asyncio.Task] = set()
         self.closed = False
+        self.readable = asyncio.Event()
+        self.readable.set()
+
+    def pause(self) -> None:
+        """Stop reading this client's requests (a stream it writes to is full)."""
+        self.readable.clear()
+
+    def resume(self) -> None:
+        self.readable.set()
 
     def push(self, frame: bytes) -> None:
         if self.closed:
@@ -70,6 +79,7 @@ class Client:
 
     def close(self) -> None:
         self.closed = True
+        self.readable.set()
         self.writer.close()
 
 
@@ -149,6 +159,8 @@ class IPCServer:
         decoder = ipc.FrameDecoder()
         try:
             while not client.closed:
+                if not client.readable.is_set():
+                    await client.readable.wait()
                 data = await reader.read(READ_CHUNK)
                 if not data:
                     break

@@ -1,0 +1,248 @@
+"""Streams of the daemon: the sans-I/O ``StreamTable`` tied to IPC clients and built-in services.
+
+Who owns a connection: the IPC client that dialled it or whose bound port accepted it (it gets the
+Accept/Recv/CloseOK pushes), or a built-in service (echo on port 7). A client that vanishes takes its
+connections and ports with it. Writers are paced: when a stream's send buffer is full, the IPC server
+stops reading that client until the peer has acknowledged enough (Send frames are never answered).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ..proto import ipc
+from ..proto import packet as pk
+from ..proto import stream as st
+from ..proto.addr import SocketAddr
+from ..proto.errors import IPCRequestError
+from ..proto.streams import Accepted, PortInUse, StreamTable, SynDropped
+from . import clock
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+    from .ipc_server import Client
+
+log = logging.getLogger("pilot_daemon.conns")
+
+DIAL_TIMEOUT = 30.0
+LOW_WATER = 256 << 10    # resume a paused writer once its stream holds less than this
+
+
+class Echo:
+    """Port 7: every byte back to the sender (what ``pilotctl ping`` and ``bench`` use)."""
+
+    def on_data(self, stream: st.Stream, data: bytes) -> None:
+        if not stream.is_closed:
+            try:
+                stream.send(data)
+            except st.StreamError:
+                pass
+
+    def on_end(self, stream: st.Stream, now: float) -> None:
+        stream.close(now)
+
+
+class Conns:
+    def __init__(self, daemon: "Daemon") -> None:
+        self.d = daemon
+        self.table: StreamTable | None = None
+        self.owner: dict[int, Any] = {}            # conn_id -> Client or service
+        self.dials: dict[int, asyncio.Future] = {}
+        self.paused: dict[int, "Client"] = {}      # conn_id -> client whose reading is paused
+
+    def start(self, node: int) -> None:
+        s = self.d.s
+        self.table = StreamTable(node, syn_rate_limit=s["syn_rate_limit"], syn_filter=self._syn_allowed,
+                                 max_connections_per_port=s["max_conns_per_port"],
+                                 max_total_connections=s["max_conns_total"], time_wait=s["time_wait"],
+                                 keepalive=s["keepalive"], idle_timeout=s["idle_timeout"])
+        if not s["no_echo"]:
+            self.listen(pk.PORT_ECHO, Echo())
+
+    def _syn_allowed(self, packet: pk.Packet) -> bool:
+        d = self.d
+        return d.public or packet.dst_port == pk.PORT_HANDSHAKE or d.trust.allows(packet.src.node, clock.now())
+
+    # -- ports ----------------------------------------------------------------------------------
+    def listen(self, port: int, owner: Any) -> None:
+        if port in self.d.ports:
+            raise IPCRequestError(f"port {port} already bound")
+        if self.table is not None:
+            try:
+                self.table.listen(port)
+            except PortInUse:
+                raise IPCRequestError(f"port {port} already bound") from None
+        self.d.ports[port] = owner
+
+    def unlisten(self, port: int) -> None:
+        self.d.ports.pop(port, None)
+        if self.table is not None:
+            self.table.unlisten(port)
+
+    # -- IPC verbs ------------------------------------------------------------------------------
+    async def dial(self, client: "Client", remote: SocketAddr) -> int:
+        if self.table is None:
+            raise IPCRequestError("dial: daemon not registered yet")
+        if remote.addr.node != self.d.node_id and not await self.d.wait_for_key(remote.addr.node):
+            raise IPCRequestError(f"dial: no tunnel to node {remote.addr.node} (key exchange did not complete)")
+        self.d.trust.note_contact(remote.addr.node, clock.now())
+        stream = self.table.connect(remote, clock.now())
+        self.owner[stream.conn_id] = client
+        fut = self.dials[stream.conn_id] = asyncio.get_running_loop().create_future()
+        self.flush()
+        try:
+            error = await asyncio.wait_for(fut, DIAL_TIMEOUT)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            self.owner.pop(stream.conn_id, None)
+            stream.abort(clock.now())
+            self.flush()
+            raise IPCRequestError("dial: connection timed out") from None
+        finally:
+            self.dials.pop(stream.conn_id, None)
+        if error:
+            self.owner.pop(stream.conn_id, None)
+            raise IPCRequestError(error)
+        return stream.conn_id
+
+    def send(self, client: "Client", conn_id: int, data: bytes) -> None:
+        stream = self._owned(client, conn_id)
+        if stream is None or not data:
+            return
+        try:
+            stream.send(data)
+        except st.StreamError:
+            return
+        if stream.send_buffer_free() == 0:
+            self.paused[conn_id] = client
+            client.pause()
+        self.flush()
+
+    def close(self, client: "Client", conn_id: int) -> None:
+        stream = self._owned(client, conn_id)
+        if stream is None:
+            raise IPCRequestError(f"close: unknown connection {conn_id}")
+        del self.owner[conn_id]
+        stream.close(clock.now())
+        self.flush()
+
+    def cancel(self, client: "Client") -> None:
+        for conn_id, fut in list(self.dials.items()):
+            if self.owner.get(conn_id) is client and not fut.done():
+                fut.set_result("dial: cancelled")
+
+    def client_gone(self, client: "Client") -> None:
+        now = clock.now()
+        for conn_id, owner in list(self.owner.items()):
+            if owner is client:
+                del self.owner[conn_id]
+                stream = self.table.streams.get(conn_id) if self.table else None
+                if stream is not None:
+                    stream.close(now)
+        for port, owner in list(self.d.ports.items()):
+            if owner is client:
+                self.unlisten(port)
+        self.flush()
+
+    def _owned(self, client: "Client", conn_id: int) -> st.Stream | None:
+        if self.table is None or self.owner.get(conn_id) is not client:
+            return None
+        return self.table.streams.get(conn_id)
+
+    # -- the sans-I/O table -----------------------------------------------------------------------
+    def receive(self, packet: pk.Packet, now: float) -> None:
+        if self.table is not None and packet.dst.node == self.table.node:
+            self.table.receive_packet(packet, now)
+            self.flush(now)
+
+    def handle_timer(self, now: float) -> None:
+        if self.table is not None:
+            self.table.handle_timer(now)
+            self.flush(now)
+
+    def get_timer(self) -> float | None:
+        return self.table.get_timer() if self.table is not None else None
+
+    def flush(self, now: float | None = None) -> None:
+        table = self.table
+        if table is None:
+            return
+        now = clock.now() if now is None else now
+        for _ in range(64):   # events may queue more packets and vice versa
+            busy = False
+            while (ev := table.next_event()) is not None:
+                busy = True
+                try:
+                    self._on_event(ev, now)
+                except Exception:
+                    log.exception("stream event %s failed", type(ev).__name__)
+            packets = table.packets_to_send(now)
+            for packet in packets:
+                if packet.dst.node == self.d.node_id:   # a dial to ourselves never leaves the process
+                    asyncio.get_running_loop().call_soon(self.receive, packet, now)
+                else:
+                    self.d.send_packet(packet.dst.node, packet.encode())
+            if not busy and not packets:
+                break
+        self._resume_writers()
+        self.d.arm_timer()
+
+    def _resume_writers(self) -> None:
+        if not self.paused or self.table is None:
+            return
+        for conn_id, client in list(self.paused.items()):
+            stream = self.table.streams.get(conn_id)
+            if stream is None or stream.is_closed or stream.buffered_bytes() < LOW_WATER:
+                del self.paused[conn_id]
+                if client not in self.paused.values():
+                    client.resume()
+
+    def _on_event(self, ev: Any, now: float) -> None:
+        if isinstance(ev, Accepted):
+            stream = ev.stream
+            owner = self.d.ports.get(stream.local.port)
+            if owner is None:
+                stream.abort(now)
+                return
+            self.owner[stream.conn_id] = owner
+            if not isinstance(owner, Echo):
+                owner.push(ipc.Accept(stream.local.port, stream.conn_id, stream.remote.addr,
+                                      stream.remote.port).encode())
+            return
+        if isinstance(ev, SynDropped):
+            if "queue" in ev.reason:
+                self.d.counters.accept_queue_drops += 1
+            log.debug("SYN dropped", extra={"src": str(ev.src), "port": ev.dst_port, "reason": ev.reason})
+            return
+        conn_id = ev.conn_id
+        owner = self.owner.get(conn_id)
+        fut = self.dials.get(conn_id)
+        if isinstance(ev, st.Connected):
+            if fut is not None and not fut.done():
+                fut.set_result("")
+        elif isinstance(ev, st.DataReceived):
+            if isinstance(owner, Echo):
+                owner.on_data(self.table.streams[conn_id], ev.data) if conn_id in self.table.streams else None
+            elif owner is not None:
+                data = ev.data
+                for i in range(0, len(data), ipc.SEND_CHUNK):
+                    owner.push(ipc.Recv(conn_id, data[i:i + ipc.SEND_CHUNK]).encode())
+        elif isinstance(ev, (st.StreamEnded, st.StreamReset, st.Closed)):
+            if fut is not None and not fut.done():
+                fut.set_result("connection refused" if isinstance(ev, st.StreamReset)
+                               else getattr(ev, "reason", "connection closed"))
+                return
+            if isinstance(owner, Echo):
+                stream = self.table.streams.get(conn_id)
+                if stream is not None:
+                    owner.on_end(stream, now)
+                self.owner.pop(conn_id, None)
+            elif owner is not None:
+                del self.owner[conn_id]
+                owner.push(ipc.ConnReply(ipc.Cmd.CLOSE_OK, conn_id).encode())
+
+    # -- info -----------------------------------------------------------------------------------
+    def rows(self) -> list[dict]:
+        if self.table is None:
+            return []
+        return [s.info() for s in self.table.streams.values() if not s.is_closed]
