@@ -64,7 +64,7 @@ def test_mesh_file_transport_and_kube_version(tmp_path: Path) -> None:
     (doc,) = yaml.safe_load_all(out.stdout)
     pod = doc["spec"]["template"]
     assert pod["metadata"]["annotations"]["pilot.io/transport"] == "compat"
-    assert pod["spec"]["containers"][0]["image"] == "example/pilot-daemon:2"   # 1.28: a regular container
+    assert pod["spec"]["containers"][-1]["image"] == "example/pilot-daemon:2"   # 1.28: a regular container, last
     assert _status(doc)["nativeSidecar"] is False
 
 

@@ -35,6 +35,11 @@ ANNOTATION_NATIVE_SIDECAR = "pilot.io/native-sidecar"
 ANNOTATION_HOSTNAME = "pilot.io/hostname"      # per-pod hostname template override
 ANNOTATION_IMAGE = "pilot.io/image"            # per-pod daemon image override
 ANNOTATION_LOG_LEVEL = "pilot.io/log-level"    # per-pod daemon log level override
+# per-pod daemon resources (Kubernetes quantities), like Istio's sidecar.istio.io/proxyCPU...
+ANNOTATION_RESOURCES = {
+    "pilot.io/cpu": ("requests", "cpu"), "pilot.io/memory": ("requests", "memory"),
+    "pilot.io/cpu-limit": ("limits", "cpu"), "pilot.io/memory-limit": ("limits", "memory"),
+}
 LABEL_INJECT = "pilot.io/inject"
 LABEL_INJECTED = "pilot.io/injected"      # set on injected pods ("sidecar" or "daemonset"): lets the operator list them
 

@@ -13,9 +13,10 @@ What a sidecar-mode pod gets:
 - in each app container (and init container when the daemon starts before them): the /shared mount and
   `PILOT_SOCKET`, plus PILOT_REGISTRY/PILOT_BEACON when the mesh sets them (pilotctl looks peers up itself);
   a value the user set wins and is reported in `warnings`;
-- the `pilot` container: a native sidecar (first init container, `restartPolicy: Always`) or a regular container
-  placed first, waiting in `postStart` until the socket accepts; without native sidecars a run-to-completion pod's
-  daemon gets `-exit-on-file /shared/pilot.exit` (the app's last step touches it);
+- the `pilot` container: a native sidecar (first init container, `restartPolicy: Always`, so later init containers
+  and the apps start once its startupProbe sees the socket) or, without native sidecars, a regular container placed
+  last; then a run-to-completion pod's daemon gets `-exit-on-file /shared/pilot.exit` (the app's last step touches
+  it); resources from the mesh, overridden per pod by `pilot.io/cpu`, `memory`, `cpu-limit`, `memory-limit`;
 - annotations `pilot.io/status` (JSON: version, image, transport, what was added), `pilot.io/transport`,
   `pilot.io/transport-reason`, and `kubectl.kubernetes.io/default-container` when absent.
 In daemonset mode the pod gets only the node's socket directory (hostPath, read-only) and the env.
@@ -32,6 +33,7 @@ from pilot_daemon import contract
 
 from .. import __version__
 from ..mesh import MeshSettings, hostname_template_ok, image_ok, spec_schema
+from .quantity import parse_quantity
 from .netpol.selectors import label_selector
 
 # Where the pod template sits in each kind we inject (Pod: the object itself).
@@ -70,9 +72,6 @@ MAX_REASON = 512
 
 # Exit 0 iff the socket accepts (the image is Python, so no extra binary is needed).
 PROBE_SCRIPT = "import socket,sys; sys.exit(socket.socket(socket.AF_UNIX).connect_ex(sys.argv[1]))"
-# Wait up to 60 s for the socket, then let the app start anyway (never fails the hook).
-WAIT_SCRIPT = ("import socket,sys,time; any(socket.socket(socket.AF_UNIX).connect_ex(sys.argv[1]) == 0"
-               " or time.sleep(0.1) for _ in range(600))")
 
 # hostnameTemplate variables -> (env var the kubelet fills in, downward API field).
 HOSTNAME_VARS: dict[str, tuple[str, str]] = {
@@ -130,6 +129,7 @@ class _Options:
     hostname_template: str
     native: bool
     selected: frozenset[str] | None  # pilot.io/containers, None = all
+    resources: Mapping[str, Any]
 
 
 def inject(obj: Mapping[str, Any], mesh: MeshSettings, transport: TransportDecision | None = None, *,
@@ -298,7 +298,28 @@ def _options(annotations: Mapping[str, Any], spec: Mapping[str, Any], mesh: Mesh
         native=(native == "true") if native else (
             mesh.native_sidecar == "always" or (mesh.native_sidecar == "auto" and mesh.native_sidecars_supported)),
         selected=_selected(annotations.get(contract.ANNOTATION_CONTAINERS), spec),
+        resources=_resources(annotations, mesh.resources),
     )
+
+
+def _resources(annotations: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The mesh's daemon resources with the pod's pilot.io/cpu, memory, cpu-limit, memory-limit applied."""
+    out = copy.deepcopy(dict(defaults))
+    for key, (kind, resource) in contract.ANNOTATION_RESOURCES.items():
+        value = annotations.get(key)
+        if value is None:
+            continue
+        try:
+            parse_quantity(value)
+        except ValueError as exc:
+            raise _Skip("invalid_annotation", f"annotation {key}: {exc}") from None
+        out.setdefault(kind, {})[resource] = value
+    for resource in ("cpu", "memory"):
+        request, limit = (out.get("requests") or {}).get(resource), (out.get("limits") or {}).get(resource)
+        if request is not None and limit is not None and parse_quantity(str(request)) > parse_quantity(str(limit)):
+            raise _Skip("invalid_annotation", f"the daemon's {resource} request {request} would exceed its limit "
+                                              f"{limit}; set pilot.io/{resource} and pilot.io/{resource}-limit to fit")
+    return out
 
 
 def _selected(value: Any, spec: Mapping[str, Any]) -> frozenset[str] | None:
@@ -422,7 +443,10 @@ class _Plan:
                     self.warnings.append(f"{list_name} declares a {contract.DAEMON_CONTAINER} container; "
                                          "merged over the injected one (its fields win)")
                     patch.remove(self.spec_path + (list_name, i))
-        patch.insert(self.spec_path + ("initContainers" if self.opts.native else "containers",), 0, daemon)
+        if self.opts.native:   # first init container: later init containers and the apps can use the socket
+            patch.insert(self.spec_path + ("initContainers",), 0, daemon)
+        else:                  # a regular container goes last (the issue's contract; apps retry the socket)
+            patch.append(self.spec_path + ("containers",), daemon)
 
     def daemon_container(self) -> dict[str, Any]:
         mesh, opts = self.mesh, self.opts
@@ -460,7 +484,7 @@ class _Plan:
         if not host_network:   # a containerPort on a hostNetwork pod is a hostPort: two pods per node would clash
             container["ports"] = [{"name": "pilot-udp", "containerPort": mesh.udp_port, "protocol": "UDP"}]
         container.update({
-            "resources": copy.deepcopy(dict(mesh.resources)),
+            "resources": copy.deepcopy(dict(opts.resources)),
             "securityContext": {
                 "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "privileged": False,
                 "readOnlyRootFilesystem": True, "runAsNonRoot": True, "runAsUser": DAEMON_UID,
@@ -476,9 +500,6 @@ class _Plan:
         })
         if opts.native:
             container["restartPolicy"] = "Always"
-        else:
-            container["lifecycle"] = {"postStart": {"exec": {"command": [
-                "python3", "-c", WAIT_SCRIPT, contract.SOCKET_PATH]}}}
         return container
 
 
