@@ -44,6 +44,8 @@ class Net:
         self._n = 0
         self.events = {id(self.a): [], id(self.b): []}
         self.data: dict[tuple[int, int], bytearray] = {}
+        self.closed: set[tuple[int, int]] = set()
+        self.accepted: dict[int, list] = {id(self.a): [], id(self.b): []}
         self.log: list[tuple[float, str, pk.Packet]] = []
         self.keep_log = False
 
@@ -76,11 +78,18 @@ class Net:
                 log.append(ev)
                 if isinstance(ev, DataReceived):
                     self.data.setdefault((id(table), ev.conn_id), bytearray()).extend(ev.data)
+                elif isinstance(ev, Closed):
+                    self.closed.add((id(table), ev.conn_id))
+                elif isinstance(ev, Accepted):
+                    self.accepted[id(table)].append(ev.stream)
 
     def step(self) -> bool:
         """Flush, then advance the clock to the next arrival or timer and handle it. False when idle."""
         self.flush()
         self.drain_events()
+        return self._advance()
+
+    def _advance(self) -> bool:
         candidates = [t for t in (self.a.get_timer(), self.b.get_timer()) if t is not None]
         if self._queue:
             candidates.append(self._queue[0][0])
@@ -100,10 +109,28 @@ class Net:
 
     def run(self, until=None, *, limit: float = 3600.0, max_steps: int = 5_000_000) -> None:
         for _ in range(max_steps):
-            if until is not None and until():
+            self.flush()
+            self.drain_events()
+            if (until is not None and until()) or self.now > limit or not self._advance():
                 break
-            if self.now > limit or not self.step():
+        self.flush()
+        self.drain_events()
+
+    def advance_to(self, t: float) -> None:
+        """Handle everything due up to ``t``, then set the clock to ``t``."""
+        def next_due():
+            due = [x for x in (self.a.get_timer(), self.b.get_timer()) if x is not None]
+            if self._queue:
+                due.append(self._queue[0][0])
+            return min(due) if due else None
+        while True:
+            self.flush()
+            self.drain_events()
+            due = next_due()
+            if due is None or due > t:
                 break
+            self._advance()
+        self.now = max(self.now, t)
         self.flush()
         self.drain_events()
 
@@ -127,14 +154,13 @@ def transfer(net: Net, payload: bytes, *, port: int = 1000, close: bool = True, 
     if close:
         client.close(net.now)
 
+    accepted = net.accepted[id(net.b)]
+
     def done():
-        accepted = net.of(net.b, Accepted)
         if not accepted:
             return False
-        conn_id = accepted[0].stream.conn_id
-        return any(isinstance(e, Closed) and e.conn_id == conn_id for e in net.events[id(net.b)]) or \
-            (not close and len(net.received(net.b, conn_id)) >= len(payload))
+        key = (id(net.b), accepted[0].conn_id)
+        return key in net.closed or (not close and len(net.data.get(key, b"")) >= len(payload))
 
     net.run(done, limit=limit)
-    accepted = net.of(net.b, Accepted)
-    return client, (accepted[0].stream.conn_id if accepted else None)
+    return client, (accepted[0].conn_id if accepted else None)

@@ -58,6 +58,10 @@ from .errors import LocalProtocolError
 from .packet import Flag, Packet, Proto
 from .rtt import RttEstimator
 
+_SYN, _ACK, _FIN, _RST = int(Flag.SYN), int(Flag.ACK), int(Flag.FIN), int(Flag.RST)
+_SYNACK, _FINACK = _SYN | _ACK, _FIN | _ACK
+_STREAM = int(Proto.STREAM)
+
 SEGMENT_SIZE = 1024
 MAX_SEGMENT_SIZE = 4096
 RECV_SLOTS = 512
@@ -252,7 +256,7 @@ class Stream:
         self.state = StreamState.SYN_SENT
         self._syn_sent_at = now
         self._syn_deadline = now + self._syn_rto
-        self._out.append(self._packet(Flag.SYN, self.iss, 0))
+        self._out.append(self._packet(_SYN, self.iss, 0))
         self._wake(self)
 
     def send(self, data: bytes) -> None:
@@ -303,7 +307,7 @@ class Stream:
         if self.closed_reason and self.state in (StreamState.CLOSED, StreamState.TIME_WAIT):
             return
         if self.state is not StreamState.CLOSED:
-            self._out.append(self._packet(Flag.RST, 0, 0, window=0))
+            self._out.append(self._packet(_RST, 0, 0, window=0))
         self._finish("aborted", StreamState.CLOSED)
         self._wake(self)
 
@@ -345,7 +349,7 @@ class Stream:
         if self._probe_deadline is not None and now >= self._probe_deadline:
             self._probe_deadline = None
             if self.peer_window == 0 and self.state in (StreamState.ESTABLISHED, StreamState.FIN_WAIT):
-                self._out.append(self._packet(Flag.ACK, self._snd_wire(self.snd_nxt), self._rcv_wire(self.rcv_nxt)))
+                self._out.append(self._packet(_ACK, self._snd_wire(self.snd_nxt), self._rcv_wire(self.rcv_nxt)))
                 self._probe_interval = min(self._probe_interval * 2, ZERO_WINDOW_PROBE_MAX)
                 self._probe_deadline = now + self._probe_interval
         if self._linger_deadline is not None and now >= self._linger_deadline:
@@ -357,20 +361,20 @@ class Stream:
 
     def receive_packet(self, pkt: Packet, now: float) -> None:
         """Feed one decoded stream packet addressed to this connection."""
-        if pkt.protocol != Proto.STREAM or self.state is StreamState.CLOSED and self.closed_reason:
+        if pkt.protocol != _STREAM or self.state is StreamState.CLOSED and self.closed_reason:
             return
         flags = pkt.flags
-        if flags & Flag.SYN:
-            if flags & Flag.ACK:
+        if flags & _SYN:
+            if flags & _ACK:
                 self._on_synack(pkt, now)
             else:
                 self._on_syn(pkt, now)
-        elif flags & Flag.FIN:
+        elif flags & _FIN:
             self._touch(now)
             self._on_fin(pkt, now)
-        elif flags & Flag.RST:
+        elif flags & _RST:
             self._on_rst()
-        elif flags & Flag.ACK:
+        elif flags & _ACK:
             self._touch(now)
             self._on_ack(pkt, now)
         self._wake(self)
@@ -403,7 +407,7 @@ class Stream:
     _force_retx = False
 
     def _packet(self, flags: int, seq: int, ack: int, payload: bytes = b"", window: int | None = None) -> Packet:
-        return Packet(Proto.STREAM, self.local.addr, self.remote.addr, self.local.port, self.remote.port, flags,
+        return Packet(_STREAM, self.local.addr, self.remote.addr, self.local.port, self.remote.port, flags,
                       seq, ack, self._advertise() if window is None else window, payload)
 
     def _snd_wire(self, off: int) -> int:
@@ -473,7 +477,7 @@ class Stream:
             self._touch(now)
         elif not (self.state in (StreamState.SYN_RECEIVED, StreamState.ESTABLISHED) and pkt.seq == self.irs):
             return
-        self._out.append(self._packet(Flag.SYN | Flag.ACK, self.iss, (self.irs + 1) & _M))
+        self._out.append(self._packet(_SYNACK, self.iss, (self.irs + 1) & _M))
 
     def _on_synack(self, pkt: Packet, now: float) -> None:
         if pkt.ack != (self.iss + 1) & _M:
@@ -484,7 +488,7 @@ class Stream:
             self._established(now)
         elif not (self.state in (StreamState.ESTABLISHED, StreamState.FIN_WAIT) and pkt.seq == self.irs):
             return
-        self._out.append(self._packet(Flag.ACK, self._snd_wire(0), self._rcv_wire(0)))
+        self._out.append(self._packet(_ACK, self._snd_wire(0), self._rcv_wire(0)))
 
     def _on_syn_timeout(self, now: float) -> None:
         self._syn_tries += 1
@@ -497,9 +501,9 @@ class Stream:
             return
         self._syn_deadline = now + min(self._syn_rto * 2 ** self._syn_tries, SYN_RTO_MAX)
         if self.state is StreamState.SYN_SENT:
-            self._out.append(self._packet(Flag.SYN, self.iss, 0))
+            self._out.append(self._packet(_SYN, self.iss, 0))
         elif self.state is StreamState.SYN_RECEIVED:
-            self._out.append(self._packet(Flag.SYN | Flag.ACK, self.iss, (self.irs + 1) & _M))
+            self._out.append(self._packet(_SYNACK, self.iss, (self.irs + 1) & _M))
         else:
             self._syn_deadline = None
 
@@ -514,10 +518,10 @@ class Stream:
         self._finish("connection refused" if refused else "reset by peer", StreamState.CLOSED)
 
     def _on_fin(self, pkt: Packet, now: float) -> None:
-        if pkt.flags & Flag.ACK and self.state in (StreamState.ESTABLISHED, StreamState.FIN_WAIT):
+        if pkt.flags & _ACK and self.state in (StreamState.ESTABLISHED, StreamState.FIN_WAIT):
             self._process_ack(pkt.ack, now, dup_candidate=False)
         if self.state is StreamState.TIME_WAIT:
-            self._out.append(self._packet(Flag.ACK, self._snd_wire(self.snd_nxt + self._fin_sent),
+            self._out.append(self._packet(_ACK, self._snd_wire(self.snd_nxt + self._fin_sent),
                                           (pkt.seq + 1) & _M))
         elif self.state is StreamState.FIN_WAIT:
             self._enter_time_wait(now, (pkt.seq + 1) & _M)
@@ -536,7 +540,7 @@ class Stream:
 
     def _enter_time_wait(self, now: float, ack: int) -> None:
         seq = self._snd_wire(self.snd_nxt + self._fin_sent)
-        self._out.append(self._packet(Flag.FIN | Flag.ACK, seq, ack, window=0))
+        self._out.append(self._packet(_FINACK, seq, ack, window=0))
         self._finish("closed", StreamState.TIME_WAIT)
         self._end_deadline = now + self._time_wait
 
@@ -548,7 +552,7 @@ class Stream:
         self._fin_sent = True
         self._fin_tx = 1
         self._linger_deadline = None
-        self._out.append(self._packet(Flag.FIN, self._snd_wire(self.snd_nxt), 0, window=0))
+        self._out.append(self._packet(_FIN, self._snd_wire(self.snd_nxt), 0, window=0))
         if self._rto_deadline is None:
             self._rto_deadline = now + self.rtt.rto
 
@@ -717,7 +721,7 @@ class Stream:
                     return
                 self._fin_tx += 1
                 self.rtt.backoff()
-                self._out.append(self._packet(Flag.FIN, self._snd_wire(self.snd_nxt), 0, window=0))
+                self._out.append(self._packet(_FIN, self._snd_wire(self.snd_nxt), 0, window=0))
                 self._rto_deadline = now + self.rtt.rto
             else:
                 self._rto_deadline = None
@@ -743,7 +747,7 @@ class Stream:
         self._rto_deadline = now + self.rtt.rto
 
     def _give_up(self) -> None:
-        self._out.append(self._packet(Flag.RST, 0, 0, window=0))
+        self._out.append(self._packet(_RST, 0, 0, window=0))
         self._finish("retransmission limit reached", StreamState.CLOSED)
 
     def _on_keepalive(self, now: float) -> None:
@@ -758,11 +762,11 @@ class Stream:
             self.close(now)
             return
         if self._ka_probes >= KEEPALIVE_PROBES:
-            self._out.append(self._packet(Flag.RST, 0, 0, window=0))
+            self._out.append(self._packet(_RST, 0, 0, window=0))
             self._finish("dead peer: keepalives unanswered", StreamState.CLOSED)
             return
         self._ka_probes += 1
-        self._out.append(self._packet(Flag.ACK, self._snd_wire(self.snd_nxt), self._rcv_wire(self.rcv_nxt)))
+        self._out.append(self._packet(_ACK, self._snd_wire(self.snd_nxt), self._rcv_wire(self.rcv_nxt)))
         self._ka_next = min(now + KEEPALIVE_PROBE_INTERVAL, self._last_activity + self._idle_timeout)
 
     # --- receiving data -----------------------------------------------------------------------
@@ -836,7 +840,7 @@ class Stream:
             self._hole_dups += 1
             if self._hole_dups > DUP_THRESH:
                 payload = self._sack_payload()
-        self._out.append(self._packet(Flag.ACK, self._snd_wire(self.snd_nxt + self._fin_sent),
+        self._out.append(self._packet(_ACK, self._snd_wire(self.snd_nxt + self._fin_sent),
                                       self._rcv_wire(self.rcv_nxt), payload))
 
     def _sack_payload(self) -> bytes:
@@ -863,7 +867,7 @@ class Stream:
             seg.sent_at = now
             self._flight += seg.end - seg.start
             self.stats["retransmits"] += 1
-            out.append(self._packet(Flag.ACK, self._snd_wire(seg.start), ack, seg.data))
+            out.append(self._packet(_ACK, self._snd_wire(seg.start), ack, seg.data))
             sent_any = True
         unsent = self._sbuf_base + len(self._sbuf) - self.snd_nxt
         if unsent > 0:
@@ -918,8 +922,8 @@ class Stream:
                 self._short_inflight += 1
             stats["segs_sent"] += 1
             stats["bytes_sent"] += size
-            out.append(Packet(Proto.STREAM, self.local.addr, self.remote.addr, self.local.port,
-                              self.remote.port, Flag.ACK, self._snd_wire(seg.start), ack, window, data))
+            out.append(Packet(_STREAM, self.local.addr, self.remote.addr, self.local.port,
+                              self.remote.port, _ACK, self._snd_wire(seg.start), ack, window, data))
             sent = True
         if sent:
             self._nagle_expired = False

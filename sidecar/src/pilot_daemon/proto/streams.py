@@ -28,6 +28,10 @@ from .errors import LocalProtocolError
 from .packet import PORT_EPHEMERAL_MAX, PORT_EPHEMERAL_MIN, Flag, Packet, Proto
 from .stream import Stream, StreamEvent, StreamState
 
+_SYN, _ACK, _FIN, _RST = int(Flag.SYN), int(Flag.ACK), int(Flag.FIN), int(Flag.RST)
+_SYNACK, _FINACK = _SYN | _ACK, _FIN | _ACK
+_STREAM = int(Proto.STREAM)
+
 SYN_RATE_LIMIT = 100
 PER_SOURCE_SYN_LIMIT = 10
 MAX_CONNECTIONS_PER_PORT = 1024
@@ -141,11 +145,11 @@ class StreamTable:
 
     def receive_packet(self, pkt: Packet, now: float) -> None:
         """Feed one decoded packet of protocol 1 (others are ignored)."""
-        if pkt.protocol != Proto.STREAM:
+        if pkt.protocol != _STREAM:
             return
         stream = self._by_key.get((pkt.dst_port, pkt.src, pkt.src_port))
         flags = pkt.flags
-        if flags & Flag.SYN and not flags & Flag.ACK:
+        if flags & _SYN and not flags & _ACK:
             if stream is not None and not stream.is_closed and pkt.seq == stream.irs and not stream.initiator:
                 stream.receive_packet(pkt, now)
                 return
@@ -277,7 +281,7 @@ class StreamTable:
 
     def _refuse(self, pkt: Packet, reason: str, rst: bool) -> None:
         if rst:
-            self._out.append(Packet(Proto.STREAM, pkt.dst, pkt.src, pkt.dst_port, pkt.src_port, Flag.RST))
+            self._out.append(Packet(_STREAM, pkt.dst, pkt.src, pkt.dst_port, pkt.src_port, _RST))
         self._events.append(SynDropped(SocketAddr(pkt.src, pkt.src_port), pkt.dst_port, reason, rst))
 
     def _on_syn(self, pkt: Packet, now: float) -> None:
