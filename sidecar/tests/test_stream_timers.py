@@ -6,7 +6,7 @@ from pilot_daemon.proto.packet import Flag
 from pilot_daemon.proto.stream import Closed, DataReceived, StreamEnded, StreamState
 from pilot_daemon.proto.streams import Accepted, StreamTable, SynDropped
 
-from streamsim import Link, pair, transfer
+from streamsim import pair, transfer
 
 B7 = SocketAddr(Addr(0, 2), 7)
 
@@ -141,7 +141,7 @@ def test_time_wait_answers_a_repeated_fin_then_the_table_forgets_the_stream():
     client, conn = transfer(net, b"bye")
     server = net.b.streams[conn]
     assert server.state is StreamState.TIME_WAIT
-    fin = pk.Packet(pk.Proto.STREAM, Addr(0, 1), Addr(0, 2), client.local.port, 7 if False else server.local.port,
+    fin = pk.Packet(pk.Proto.STREAM, Addr(0, 1), Addr(0, 2), client.local.port, server.local.port,
                     Flag.FIN, (client.iss + 4) & 0xFFFFFFFF, 0, 0)
     net.b.receive_packet(fin, net.now)
     (ack,) = net.b.packets_to_send(net.now)

@@ -2,7 +2,6 @@
 
 import time
 
-import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from pilot_daemon.proto.addr import Addr, SocketAddr

@@ -94,11 +94,6 @@ def _s32(x: int) -> int:
     return x - 0x100000000 if x & 0x80000000 else x
 
 
-def seq_lt(a: int, b: int) -> bool:
-    """``a`` before ``b`` in 32-bit serial arithmetic (RFC 1982)."""
-    return _s32(a - b) < 0
-
-
 class StreamError(LocalProtocolError):
     """The stream cannot do what was asked in its current state (e.g. send after close)."""
 

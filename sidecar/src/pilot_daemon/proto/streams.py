@@ -25,12 +25,9 @@ from typing import Callable
 
 from .addr import Addr, SocketAddr
 from .errors import LocalProtocolError
-from .packet import PORT_EPHEMERAL_MAX, PORT_EPHEMERAL_MIN, Flag, Packet, Proto
-from .stream import Stream, StreamEvent, StreamState
+from .packet import PORT_EPHEMERAL_MAX, PORT_EPHEMERAL_MIN, Packet
+from .stream import _ACK, _RST, _STREAM, _SYN, Stream, StreamEvent, StreamState
 
-_SYN, _ACK, _FIN, _RST = int(Flag.SYN), int(Flag.ACK), int(Flag.FIN), int(Flag.RST)
-_SYNACK, _FINACK = _SYN | _ACK, _FIN | _ACK
-_STREAM = int(Proto.STREAM)
 
 SYN_RATE_LIMIT = 100
 PER_SOURCE_SYN_LIMIT = 10
