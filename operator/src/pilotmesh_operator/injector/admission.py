@@ -116,6 +116,10 @@ def _verdict(pod: dict, snapshot: Snapshot, mesh) -> Any:
     asked = ((pod.get("metadata") or {}).get("annotations") or {}).get(contract.ANNOTATION_TRANSPORT, mesh.transport)
     if mesh.mode != "sidecar" or asked != "auto":
         return None
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") if isinstance(meta.get("labels"), Mapping) else {}
+    # judged as it will run: with the label injection adds (policies may select injected pods by it)
+    pod = {**pod, "metadata": {**meta, "labels": {**labels, contract.LABEL_INJECTED: mesh.mode}}}
     try:
         return analyze(pod, snapshot.namespaces.values(), snapshot.policies, snapshot.analyzer_settings(mesh))
     except ValueError:

@@ -1,0 +1,150 @@
+"""Re-deciding injected pods' transports after policies, namespaces or meshes change (pure).
+
+`redecide(pods, snapshot)` returns a `Change` for each injected sidecar-mode pod whose transport policy
+is `auto` (recorded at injection in `pilot.io/status` as transportPolicy: the pod's own
+`pilot.io/transport` or the mesh's spec.transport) and whose `pilot.io/transport` or
+`pilot.io/transport-reason` no longer says what the NetworkPolicy verdict says now.
+A reason that differs only in the pod's name (admission sees `generateName`) is not a change.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pilot_daemon import contract
+
+from .injector.admission import _controller
+from .injector.snapshot import Snapshot
+from .render.inject import MAX_REASON, TransportDecision
+from .render.netpol import Settings, SettingsError, Verdict, analyze
+from .render.netpol.analyze import PodInputError
+
+HOST_NETWORK_NOTE = "; hostNetwork pod: NetworkPolicy does not apply to it"  # as render.inject words it
+FINISHED = ("Succeeded", "Failed")
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """New transport annotations for one pod, and what they replace."""
+
+    namespace: str
+    name: str
+    uid: str | None
+    old_transport: str | None
+    new_transport: str
+    old_reason: str | None
+    new_reason: str
+    owner: Mapping[str, Any] | None   # the pod's controller ownerReference; None for a bare pod
+    verdict: Verdict
+
+    @property
+    def transport_changed(self) -> bool:
+        return self.old_transport != self.new_transport
+
+    def patch(self) -> dict[str, Any]:
+        """A JSON merge patch for the pod (allowed on running pods: metadata only)."""
+        return {"metadata": {"annotations": {contract.ANNOTATION_TRANSPORT: self.new_transport,
+                                             contract.ANNOTATION_TRANSPORT_REASON: self.new_reason}}}
+
+    def subject(self) -> dict[str, Any]:
+        """What an Event about this change is posted on: the owner, else the pod itself."""
+        if self.owner:
+            return dict(self.owner)
+        return {"apiVersion": "v1", "kind": "Pod", "name": self.name, "uid": self.uid}
+
+    def message(self) -> str:
+        return (f"pod {self.name}: transport {self.old_transport or 'unset'} -> {self.new_transport} "
+                f"because {self.new_reason}")
+
+
+def auto_pod(pod: Mapping[str, Any]) -> bool:
+    """An injected sidecar-mode pod, still running, whose transport is decided from policies."""
+    meta = pod.get("metadata") if isinstance(pod, Mapping) else None
+    if not isinstance(meta, Mapping) or meta.get("deletionTimestamp"):
+        return False
+    phase = pod.get("status") if isinstance(pod.get("status"), Mapping) else {}
+    if phase.get("phase") in FINISHED:
+        return False
+    try:
+        status = json.loads((meta.get("annotations") or {}).get(contract.ANNOTATION_STATUS) or "{}")
+    except (TypeError, ValueError):
+        return False
+    return isinstance(status, dict) and status.get("mode") == "sidecar" and status.get("transportPolicy") == "auto"
+
+
+def reason_for(verdict: Verdict, pod: Mapping[str, Any]) -> str:
+    """`pilot.io/transport-reason` for a verdict, worded and capped as the injector writes it."""
+    why = TransportDecision.from_verdict(verdict).reason
+    if (pod.get("spec") or {}).get("hostNetwork"):
+        why += HOST_NETWORK_NOTE
+    return why if len(why) <= MAX_REASON else why[:MAX_REASON - 3] + "..."
+
+
+def same_reason(old: str | None, new: str, pod: Mapping[str, Any]) -> bool:
+    """Equal but for the pod's name (generateName at admission, the name now) and the 512-char cap."""
+    if old is None:
+        return False
+    meta = pod.get("metadata") or {}
+    ns = meta.get("namespace") or ""
+    for name in (meta.get("name"), meta.get("generateName")):
+        if name:
+            old, new = old.replace(f"{ns}/{name}", f"{ns}/<pod>"), new.replace(f"{ns}/{name}", f"{ns}/<pod>")
+    if old == new:
+        return True
+    if old.endswith("...") and new.endswith("...") and len(old) >= MAX_REASON - 3 - len(ns) - 64:
+        old, new = old[:-3], new[:-3]   # both capped: the names' lengths moved the cut
+        return old.startswith(new) or new.startswith(old)
+    return False
+
+
+def group_policies(policies: Iterable[Any]) -> dict[str | None, list[Any]]:
+    """Compiled policies by namespace; None holds the cluster-scoped ones (they apply everywhere)."""
+    out: dict[str | None, list[Any]] = {None: []}
+    for c in policies:
+        out.setdefault(getattr(c, "namespace", None), []).append(c)
+    return out
+
+
+def redecide(pods: Iterable[Mapping[str, Any]], snapshot: Snapshot) -> list[Change]:
+    """The annotation changes `pods` need under `snapshot` (its policies compiled, see Snapshot.build)."""
+    by_ns = group_policies(snapshot.policies)
+    settings: dict[str, Settings | None] = {}
+    changes: list[Change] = []
+    for pod in pods:
+        if not auto_pod(pod):
+            continue
+        meta = pod["metadata"]
+        ns = str(meta.get("namespace") or "")
+        choice = snapshot.mesh_for(ns)
+        if choice is None or choice.settings is None or choice.settings.mode != "sidecar":
+            continue  # no mesh (or a broken one) to take settings from: leave the pod as it is
+        if choice.name not in settings:
+            try:
+                settings[choice.name] = Settings.from_dict(snapshot.analyzer_settings(choice.settings))
+            except SettingsError:
+                settings[choice.name] = None
+        s = settings[choice.name]
+        if s is None:
+            continue
+        try:
+            known = [snapshot.namespaces[n] for n in namespaces_read(s, ns) if n in snapshot.namespaces]
+            verdict = analyze(pod, known, by_ns[None] + by_ns.get(ns, []), s)
+        except PodInputError:
+            continue
+        annotations = meta.get("annotations") or {}
+        old_t = annotations.get(contract.ANNOTATION_TRANSPORT)
+        old_r = annotations.get(contract.ANNOTATION_TRANSPORT_REASON)
+        new_r = reason_for(verdict, pod)
+        if old_t == verdict.transport and same_reason(old_r, new_r, pod):
+            continue
+        changes.append(Change(ns, str(meta.get("name")), meta.get("uid"), old_t, verdict.transport, old_r, new_r,
+                              _controller(pod), verdict))
+    return changes
+
+
+def namespaces_read(s: Settings, namespace: str) -> set[str]:
+    """The namespaces whose labels analyze() reads for a pod in `namespace`: its own, DNS, rendezvous, peers."""
+    return {namespace, s.dns_namespace, *(ep.namespace for ep in s.rendezvous if ep.namespace),
+            *(ns for ns, _ in s.peers)}
