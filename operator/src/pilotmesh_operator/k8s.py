@@ -15,6 +15,17 @@ from kubernetes.client.rest import ApiException
 
 FIELD_MANAGER = "pilotmesh-operator"
 
+# Policy collections the analyzer understands; the optional ones are read when their CRDs exist.
+POLICY_PATHS = (
+    ("/apis/networking.k8s.io/v1/networkpolicies", False),
+    ("/apis/policy.networking.k8s.io/v1alpha1/adminnetworkpolicies", True),
+    ("/apis/policy.networking.k8s.io/v1alpha1/baselineadminnetworkpolicies", True),
+    ("/apis/crd.projectcalico.org/v1/networkpolicies", True),
+    ("/apis/crd.projectcalico.org/v1/globalnetworkpolicies", True),
+    ("/apis/cilium.io/v2/ciliumnetworkpolicies", True),
+    ("/apis/cilium.io/v2/ciliumclusterwidenetworkpolicies", True),
+)
+
 
 def api_client(kubeconfig: str | None = None) -> ApiClient:
     """From a kubeconfig file when given, else in-cluster config, else the default kubeconfig."""

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kubernetes.client import ApiClient
+from kubernetes.client.rest import ApiException
 
 from pilot_daemon import contract
 
@@ -21,6 +22,10 @@ from . import certs, desired, k8s
 from .injector.snapshot import Snapshot
 from .mesh import MeshSettings, MeshSpecError, parse_kube_version
 from .podcounts import pod_counts
+from .render.daemonset import daemonset_pod, daemonset_name, node_daemonset
+from .render.inject import TransportDecision
+from .render.netpol import analyze
+from .render.netpol.from_pilotmesh import settings_from_pilotmesh
 from .status import condition, conflicts
 
 log = logging.getLogger(__name__)
@@ -51,6 +56,37 @@ class Reconciler:
         if self.settings.manage_injector:
             for obj in desired.injector_objects(self.settings):
                 k8s.apply(self.api, _path(obj), obj)
+
+    def policies(self) -> list[dict[str, Any]]:
+        """Every policy object of the kinds the analyzer reads (kinds whose CRDs are absent are skipped)."""
+        out: list[dict[str, Any]] = []
+        for path, optional in k8s.POLICY_PATHS:
+            try:
+                out += k8s.call(self.api, "GET", path).get("items") or []
+            except ApiException as exc:
+                if not (optional and exc.status == 404):
+                    raise
+        return out
+
+    def ensure_node_daemons(self, name: str, mesh: MeshSettings, namespaces: list[dict[str, Any]]) -> dict | None:
+        """DaemonSet mode: apply the node DaemonSet (transport decided for its own pods); else remove it."""
+        ns = self.settings.namespace
+        path = f"/apis/apps/v1/namespaces/{ns}/daemonsets/{daemonset_name(name)}"
+        if mesh.mode != "daemonset":
+            k8s.delete(self.api, path)
+            return None
+        transport, reason = mesh.transport, f"PilotMesh spec.transport={mesh.transport}"
+        if transport == "auto":
+            verdict = analyze(daemonset_pod(name, ns), namespaces, self.policies(),
+                              settings_from_pilotmesh(dict(mesh.spec), ns))
+            decision = TransportDecision.from_verdict(verdict)
+            transport, reason = decision.transport, decision.reason
+        k8s.apply(self.api, path, node_daemonset(name, mesh, ns, transport, reason))
+        status = (k8s.get(self.api, path) or {}).get("status") or {}
+        desired_n, ready_n = status.get("desiredNumberScheduled", 0), status.get("numberReady", 0)
+        return condition("NodeDaemonsReady", desired_n > 0 and ready_n >= desired_n,
+                         "Ready" if desired_n and ready_n >= desired_n else "Progressing",
+                         f"{ready_n}/{desired_n} node daemons ready, transport {transport}: {reason}"[:1024])
 
     def injector_ready(self, ca_pem: bytes) -> tuple[bool, str]:
         if self.settings.webhook_url:
@@ -90,6 +126,7 @@ class Reconciler:
         self.ensure_injector()
         k8s.apply(self.api, mwc_path, desired.webhook_configuration(name, settings, plan.data["ca-bundle.crt"],
                                                                     self.settings))
+        node_daemons = self.ensure_node_daemons(name, settings, namespaces)
         injector_ok, injector_msg = self.injector_ready(plan.data["ca.crt"])
         owned = self._owned_namespaces(mesh, meshes, namespaces)
         counts = pod_counts(self._injected_pods(), settings.image, owned)
@@ -106,6 +143,7 @@ class Reconciler:
                 condition("Conflict", False, "NoOverlap", "no older PilotMesh selects the same namespaces"),
                 condition("Ready", ready, "Ready" if ready else "InjectorUnavailable",
                           "pods are injected" if ready else injector_msg),
+                *([node_daemons] if node_daemons else []),
             ],
         }
 
@@ -132,6 +170,7 @@ class Reconciler:
         name = mesh["metadata"]["name"]
         k8s.delete(self.api, f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/"
                              f"{desired.webhook_name(name)}")
+        k8s.delete(self.api, f"/apis/apps/v1/namespaces/{self.settings.namespace}/daemonsets/{daemonset_name(name)}")
         others = [m for m in k8s.call(self.api, "GET", MESHES).get("items") or []
                   if m["metadata"]["name"] != name and not m["metadata"].get("deletionTimestamp")]
         if others:

@@ -17,6 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import k8s
+from ..k8s import POLICY_PATHS
 from ..mesh import parse_kube_version
 from . import metrics
 from .admission import Rejected, review
@@ -28,16 +29,6 @@ from .tls import ReloadingContext, files_changed
 log = logging.getLogger(__name__)
 MAX_BODY = 8 * 1024 * 1024
 
-# Policy collections the analyzer understands; the optional ones are read when their CRDs exist.
-POLICY_PATHS = (
-    ("/apis/networking.k8s.io/v1/networkpolicies", False),
-    ("/apis/policy.networking.k8s.io/v1alpha1/adminnetworkpolicies", True),
-    ("/apis/policy.networking.k8s.io/v1alpha1/baselineadminnetworkpolicies", True),
-    ("/apis/crd.projectcalico.org/v1/networkpolicies", True),
-    ("/apis/crd.projectcalico.org/v1/globalnetworkpolicies", True),
-    ("/apis/cilium.io/v2/ciliumnetworkpolicies", True),
-    ("/apis/cilium.io/v2/ciliumclusterwidenetworkpolicies", True),
-)
 
 
 @dataclasses.dataclass

@@ -451,29 +451,9 @@ class _Plan:
     def daemon_container(self) -> dict[str, Any]:
         mesh, opts = self.mesh, self.opts
         host_network = bool(self.spec.get("hostNetwork"))
-        hostname, env = opts.hostname_template, []
-        for var, (env_name, field) in HOSTNAME_VARS.items():
-            if "{{" + var + "}}" in hostname:
-                hostname = hostname.replace("{{" + var + "}}", f"$({env_name})")
-                env.append({"name": env_name, "valueFrom": {"fieldRef": {"fieldPath": field}}})
-        args = ["-socket", contract.SOCKET_PATH, "-transport", self.transport,
-                "-listen", f":{0 if host_network else mesh.udp_port}"]
-        for flag, value in (("-registry", mesh.registry), ("-beacon", mesh.beacon),
-                            ("-compat-beacon", mesh.compat_url)):
-            if value:
-                args += [flag, value]
-        args += ["-hostname", hostname, "-identity", f"{STATE_MOUNT}/identity.json",
-                 "-log-format", "json", "-log-level", opts.log_level]
-        env.append({"name": "HOME", "value": STATE_MOUNT})
-        if mesh.proxy_secret:
-            name, key = mesh.proxy_secret
-            env.append({"name": "HTTPS_PROXY", "valueFrom": {"secretKeyRef": {"name": name, "key": key}}})
-        elif mesh.https_proxy:
-            env.append({"name": "HTTPS_PROXY", "value": mesh.https_proxy})
-        if mesh.no_proxy:
-            env.append({"name": "NO_PROXY", "value": mesh.no_proxy})
-        if mesh.proxy_secret or mesh.https_proxy:
-            args += ["-proxy", "auto"]
+        args, env = daemon_process(mesh, transport=self.transport, socket=contract.SOCKET_PATH,
+                                   hostname_template=opts.hostname_template, log_level=opts.log_level,
+                                   listen_port=0 if host_network else mesh.udp_port, state_dir=STATE_MOUNT)
         if not opts.native and self.spec.get("restartPolicy") in RUN_TO_COMPLETION:
             args += ["-exit-on-file", contract.EXIT_FILE]
         probe = ["python3", "-c", PROBE_SCRIPT, contract.SOCKET_PATH]
@@ -501,6 +481,33 @@ class _Plan:
         if opts.native:
             container["restartPolicy"] = "Always"
         return container
+
+
+def daemon_process(mesh: MeshSettings, *, transport: str, socket: str, hostname_template: str, log_level: str,
+                   listen_port: int, state_dir: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """The daemon's args and env: shared by the injected sidecar and the node DaemonSet."""
+    hostname, env = hostname_template, []
+    for var, (env_name, field) in HOSTNAME_VARS.items():
+        if "{{" + var + "}}" in hostname:
+            hostname = hostname.replace("{{" + var + "}}", f"$({env_name})")
+            env.append({"name": env_name, "valueFrom": {"fieldRef": {"fieldPath": field}}})
+    args = ["-socket", socket, "-transport", transport, "-listen", f":{listen_port}"]
+    for flag, value in (("-registry", mesh.registry), ("-beacon", mesh.beacon), ("-compat-beacon", mesh.compat_url)):
+        if value:
+            args += [flag, value]
+    args += ["-hostname", hostname, "-identity", f"{state_dir}/identity.json",
+             "-log-format", "json", "-log-level", log_level]
+    env.append({"name": "HOME", "value": state_dir})
+    if mesh.proxy_secret:
+        name, key = mesh.proxy_secret
+        env.append({"name": "HTTPS_PROXY", "valueFrom": {"secretKeyRef": {"name": name, "key": key}}})
+    elif mesh.https_proxy:
+        env.append({"name": "HTTPS_PROXY", "value": mesh.https_proxy})
+    if mesh.no_proxy:
+        env.append({"name": "NO_PROXY", "value": mesh.no_proxy})
+    if mesh.proxy_secret or mesh.https_proxy:
+        args += ["-proxy", "auto"]
+    return args, env
 
 
 def _same_path(a: Any, b: str) -> bool:

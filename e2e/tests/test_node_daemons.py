@@ -1,0 +1,81 @@
+"""Tier 1: DaemonSet mode -- one daemon per node, pods get only the node's socket directory and the env."""
+import uuid
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from conftest import OPERATOR_NS, ensure_namespace
+from pilotmesh_controlplane import procs
+
+pytestmark = pytest.mark.kube
+GROUP, VERSION, PLURAL = "pilot.io", "v1alpha1", "pilotmeshes"
+
+
+def _wait(stack, what, check, timeout=60):
+    try:
+        return procs.wait_until(what, check, timeout, interval=0.25)
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}\n{stack.tails()}") from None
+
+
+@pytest.fixture
+def node_mesh(pilotmesh):
+    custom = client.CustomObjectsApi(pilotmesh.api)
+    name = f"nodes-{uuid.uuid4().hex[:6]}"
+    custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "PilotMesh", "metadata": {"name": name},
+        "spec": {"mode": "daemonset", "namespaceSelector": {"matchLabels": {"pilot-mode": name}},
+                 "daemon": {"image": "registry.invalid/pilot-daemon:node"}}})
+    yield name
+    try:
+        custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+    except ApiException:
+        pass
+
+
+def test_daemonset_mode_runs_a_daemon_per_node_and_pods_get_only_the_socket(pilotmesh, node_mesh):
+    api = pilotmesh.api
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    ds_name = f"pilot-node-{node_mesh}"
+    nodes = len(core.list_node().items)
+    ds = _wait(pilotmesh, "node DaemonSet fully ready", lambda: (lambda d: d.status.number_ready == nodes and d)(
+        apps.read_namespaced_daemon_set(ds_name, OPERATOR_NS)), 90)
+    container = ds.spec.template.spec.containers[0]
+    assert container.name == "pilot" and container.image == "registry.invalid/pilot-daemon:node"
+    assert container.args[container.args.index("-socket") + 1] == "/var/run/pilot/pilot.sock"
+    assert ds.spec.template.metadata.annotations["pilot.io/transport"] == "udp"
+    pods = core.list_namespaced_pod(OPERATOR_NS, label_selector=f"pilot.io/mesh={node_mesh}").items
+    assert sorted(p.spec.node_name for p in pods) == sorted(n.metadata.name for n in core.list_node().items)
+
+    ns = ensure_namespace(api, f"node-apps-{uuid.uuid4().hex[:6]}", labels={"pilot-mode": node_mesh})
+    pod = core.create_namespaced_pod(ns, {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "app", "annotations": {"pilot.io/inject": "true"}},
+        "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}})
+    assert not pod.spec.init_containers and [c.name for c in pod.spec.containers] == ["app"]
+    shared = next(v for v in pod.spec.volumes if v.name == "pilot-shared")
+    assert shared.host_path.path == "/var/run/pilot"
+    mount = next(m for m in pod.spec.containers[0].volume_mounts if m.mount_path == "/shared")
+    assert mount.read_only
+    assert any(e.name == "PILOT_SOCKET" and e.value == "/shared/pilot.sock" for e in pod.spec.containers[0].env)
+
+    mesh = client.CustomObjectsApi(api).get_cluster_custom_object(GROUP, VERSION, PLURAL, node_mesh)
+    cond = {c["type"]: c for c in mesh["status"]["conditions"]}
+    assert "NodeDaemonsReady" in cond
+
+
+def test_switching_back_to_sidecar_mode_removes_the_node_daemons(pilotmesh, node_mesh):
+    api = pilotmesh.api
+    apps = client.AppsV1Api(api)
+    ds_name = f"pilot-node-{node_mesh}"
+    _wait(pilotmesh, "node DaemonSet", lambda: apps.read_namespaced_daemon_set(ds_name, OPERATOR_NS))
+    client.CustomObjectsApi(api).patch_cluster_custom_object(GROUP, VERSION, PLURAL, node_mesh,
+                                                            {"spec": {"mode": "sidecar"}})
+
+    def gone():
+        try:
+            apps.read_namespaced_daemon_set(ds_name, OPERATOR_NS)
+            return False
+        except ApiException as exc:
+            return exc.status == 404
+    _wait(pilotmesh, "node DaemonSet removed", gone)
