@@ -29,7 +29,8 @@ def register(subparsers: Any) -> None:
         description="Print which Pilot transport (udp or compat) the egress policies of each pod allow, and why.")
     p.add_argument("-f", "--filename", action="append", default=[], metavar="FILE",
                    help="YAML/JSON file with pods, namespaces, policies and/or settings ('-' = stdin); repeatable")
-    p.add_argument("--pod", action="append", default=[], metavar="FILE", help="file holding the pod(s)")
+    p.add_argument("--pod", action="append", default=[], metavar="FILE|NAMESPACE/NAME",
+                   help="file holding the pod(s), or NAMESPACE/NAME of a pod to judge live from the cluster")
     p.add_argument("--policies", nargs="+", action="extend", default=[], metavar="FILE", help="policy files")
     p.add_argument("--namespaces", nargs="+", action="extend", default=[], metavar="FILE", help="Namespace files")
     p.add_argument("--mesh", metavar="FILE", help="a PilotMesh object or a plain settings mapping")
@@ -37,22 +38,40 @@ def register(subparsers: Any) -> None:
                    help="labels of the pod's namespace (when no Namespace object is given)")
     p.add_argument("-n", "--namespace", default="default", help="namespace of objects that name none")
     p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    p.add_argument("--kubeconfig", metavar="FILE",
+                   help="with --pod NAMESPACE/NAME: the cluster to read (default: in-cluster, then ~/.kube/config)")
+    p.add_argument("--operator-namespace", default="pilot-system",
+                   help="with --pod NAMESPACE/NAME: where the in-cluster rendezvous runs (default pilot-system)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from .transport_verdict_live import live_target, run_live
+
+    target = live_target(args)
+    if target is not None:
+        return run_live(args, *target)
+    if args.kubeconfig:
+        print("pilotmesh transport-verdict: error: --kubeconfig needs --pod NAMESPACE/NAME (a pod in the cluster)",
+              file=sys.stderr)
+        return 2
     try:
         pods, namespaces, policies, settings = load(args)
         results = [(pod, analyze(pod, namespaces, policies, settings)) for pod in pods]
     except (InputError, SettingsError, PodInputError) as e:
         print(f"pilotmesh transport-verdict: error: {e}", file=sys.stderr)
         return 2
-    if args.output == "json":
+    print_results(results, args.output)
+    return 0
+
+
+def print_results(results: list[tuple[dict, Any]], output: str) -> None:
+    if output == "json":
         # one pod: the verdict object itself; several: a list, each with its "pod"
         out: Any = results[0][1].to_dict() if len(results) == 1 else [
             {"pod": _ref(pod), **v.to_dict()} for pod, v in results]
         print(json.dumps(out, indent=2))
-        return 0
+        return
     for pod, v in results:
         prefix = f"{_ref(pod)}: " if len(results) > 1 else ""
         print(prefix + v.summary())
@@ -60,7 +79,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"  - {line}")
         for line in v.warnings:
             print(f"  warning: {line}")
-    return 0
 
 
 def load(args: argparse.Namespace) -> tuple[list[dict], list[dict], list[Any], Settings]:
