@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv tools up down lint clean
+.PHONY: demo test venv tools up down lint clean manifests
 .DEFAULT_GOAL := help
 
 help:
@@ -12,6 +12,7 @@ help:
 	@echo "make test   - install everything the tests need, then run all tests"
 	@echo "make tools  - build/install the control-plane binaries and the official Pilot binaries (once)"
 	@echo "make up / make down - start/stop a local control plane for your own use"
+	@echo "make manifests - regenerate manifests/ from the chart's defaults (helm template)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +40,10 @@ up: venv tools
 
 down: venv
 	$(BIN)/pilotmesh-controlplane down
+
+# Helm from `make tools` (~/.cache/pilotmesh/helm/...), or HELM=/path/to/helm
+manifests: venv
+	HELM="$${HELM:-$$($(BIN)/python -c 'from pilotmesh_controlplane.tools import cache_dir, HELM_VERSION; print(cache_dir() / "helm" / HELM_VERSION / "helm")')}" charts/gen-manifests.sh
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache
