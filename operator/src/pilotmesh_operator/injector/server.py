@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -44,6 +45,39 @@ class InjectorConfig:
     kubeconfig: str | None = None
 
 
+class AdmissionEndpoint:
+    """POST /inject: the pure `review()` behind HTTP, with metrics and Events (none for dry runs)."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot], events: EventPoster | None = None) -> None:
+        self.snapshot, self.events = snapshot, events
+
+    async def __call__(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        raw = await request.read()
+        try:
+            body, outcome = review(raw, self.snapshot())
+        except Rejected as exc:
+            metrics.FAILURES.labels("bad_request").inc()
+            return web.json_response({"error": str(exc)}, status=400)
+        except Exception:  # noqa: BLE001 - never a 500: admit the pod unchanged and say so
+            log.exception("admission failed")
+            metrics.FAILURES.labels("internal").inc()
+            return web.json_response(_allow_with_warning(
+                raw, "pilotmesh: the injector hit an internal error; pod not injected"))
+        metrics.ADMISSIONS.labels(outcome.result, outcome.reason).inc()
+        if outcome.verdict is not None:
+            metrics.VERDICTS.labels(outcome.verdict.verdict, outcome.verdict.confidence).inc()
+        if self.events and not outcome.dry_run:
+            if outcome.result == "injected":
+                self.events.post(outcome.owner, outcome.namespace, "Injected", outcome.message)
+            elif outcome.result == "skipped" and outcome.reason != "annotation_absent":
+                self.events.post(outcome.owner, outcome.namespace, "InjectionSkipped",
+                                 f"{outcome.reason}: {outcome.message}", "Warning")
+        metrics.LATENCY.observe(time.perf_counter() - started)
+        log.debug("admission %s %s: %s", outcome.result, outcome.reason, outcome.message)
+        return web.json_response(body)
+
+
 class Injector:
     def __init__(self, config: InjectorConfig) -> None:
         self.config = config
@@ -61,7 +95,7 @@ class Injector:
             self.secret = Informer(self.api, f"/api/v1/namespaces/{ns}/secrets", on_change=self._secret_changed,
                                    query={"fieldSelector": f"metadata.name={name}"})
             self.informers.append(self.secret)
-        self.events = EventPoster(self.api)
+        self.endpoint = AdmissionEndpoint(self.current, EventPoster(self.api))
 
     # -- state -------------------------------------------------------------------------------
     def _changed(self) -> None:
@@ -87,31 +121,6 @@ class Injector:
         return (False, f"caches not synced: {', '.join(waiting)}") if waiting else (True, "ok")
 
     # -- HTTP --------------------------------------------------------------------------------
-    async def handle_inject(self, request: web.Request) -> web.Response:
-        started = time.perf_counter()
-        raw = await request.read()
-        try:
-            body, outcome = review(raw, self.current())
-        except Rejected as exc:
-            metrics.FAILURES.labels("bad_request").inc()
-            return web.json_response({"error": str(exc)}, status=400)
-        except Exception:  # noqa: BLE001 - never a 500: admit the pod unchanged and say so
-            log.exception("admission failed")
-            metrics.FAILURES.labels("internal").inc()
-            body = _allow_with_warning(raw, "pilotmesh: the injector hit an internal error; pod not injected")
-            return web.json_response(body)
-        metrics.ADMISSIONS.labels(outcome.result, outcome.reason).inc()
-        if outcome.verdict is not None:
-            metrics.VERDICTS.labels(outcome.verdict.verdict, outcome.verdict.confidence).inc()
-        if not outcome.dry_run and outcome.result == "injected":
-            self.events.post(outcome.owner, outcome.namespace, "Injected", outcome.message)
-        elif not outcome.dry_run and outcome.result == "skipped" and outcome.reason != "annotation_absent":
-            self.events.post(outcome.owner, outcome.namespace, "InjectionSkipped",
-                             f"{outcome.reason}: {outcome.message}", "Warning")
-        metrics.LATENCY.observe(time.perf_counter() - started)
-        log.debug("admission %s %s: %s", outcome.result, outcome.reason, outcome.message)
-        return web.json_response(body)
-
     async def handle_health(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
@@ -138,7 +147,7 @@ class Injector:
         if self.config.tls_cert_file:
             asyncio.create_task(self._watch_files())
         app = web.Application(client_max_size=MAX_BODY)
-        app.add_routes([web.post("/inject", self.handle_inject), web.get("/healthz", self.handle_health),
+        app.add_routes([web.post("/inject", self.endpoint), web.get("/healthz", self.handle_health),
                         web.get("/readyz", self.handle_ready)])
         plain = web.Application()
         plain.add_routes([web.get("/metrics", self.handle_metrics), web.get("/healthz", self.handle_health),

@@ -38,6 +38,7 @@ class Snapshot:
     policies: Sequence[Any] = ()        # raw policy objects of any kind, or compiled ones
     cluster_version: tuple[int, int] | None = None
     operator_namespace: str = "pilot-system"
+    _settings: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)  # per mesh, computed once
 
     @classmethod
     def build(cls, meshes, namespaces, policies, **kw) -> "Snapshot":
@@ -67,12 +68,14 @@ class Snapshot:
             return None
         name, mesh = chosen[0]
         shadowed = tuple(n for n, _ in chosen[1:])
-        try:
-            settings = MeshSettings.from_object(mesh, cluster_version=self.cluster_version,
-                                                operator_namespace=self.operator_namespace)
-        except MeshSpecError as exc:
-            return MeshChoice(name, None, f"PilotMesh {name} is invalid: {exc}", shadowed)
-        return MeshChoice(name, settings, None, shadowed)
+        if name not in self._settings:
+            try:
+                self._settings[name] = (MeshSettings.from_object(mesh, cluster_version=self.cluster_version,
+                                                                 operator_namespace=self.operator_namespace), None)
+            except MeshSpecError as exc:
+                self._settings[name] = (None, f"PilotMesh {name} is invalid: {exc}")
+        settings, error = self._settings[name]
+        return MeshChoice(name, settings, error, shadowed)
 
     def analyzer_settings(self, mesh: MeshSettings) -> dict[str, Any]:
         return settings_from_pilotmesh(dict(mesh.spec), self.operator_namespace)

@@ -535,6 +535,14 @@ def _merge_container(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> dict
     return merged
 
 
+def _clone(value: Any) -> Any:
+    """A deep copy; through JSON when possible (several times faster than copy.deepcopy for these values)."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError):   # e.g. a datetime from a YAML manifest
+        return copy.deepcopy(value)
+
+
 def _pointer(path: Sequence[Any]) -> str:
     """RFC 6901: `~` -> `~0`, then `/` -> `~1`."""
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
@@ -563,7 +571,7 @@ class _Patch:
             parent.insert(len(parent) if key == "-" else key, value)
         else:
             parent[key] = value
-        self.ops.append({"op": "add", "path": _pointer(path), "value": copy.deepcopy(value)})
+        self.ops.append({"op": "add", "path": _pointer(path), "value": _clone(value)})
 
     def remove(self, path: tuple[Any, ...]) -> None:
         del self._get(path[:-1])[path[-1]]
