@@ -6,7 +6,7 @@ from test_inject_golden import apply_patch
 
 from pilotmesh_operator.injector.admission import review
 from pilotmesh_operator.injector.snapshot import Snapshot
-from pilotmesh_operator.redecide import MAX_REASON, redecide, same_reason
+from pilotmesh_operator.redecide import MAX_REASON, event_messages, redecide, same_reason
 
 INJECT = {"pilot.io/inject": "true"}
 OWNER = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": "rs-uid", "controller": True}
@@ -73,7 +73,9 @@ def test_a_udp_allow_flips_compat_to_udp_naming_the_new_policy():
     assert change.patch() == {"metadata": {"annotations": {"pilot.io/transport": "udp",
                                                            "pilot.io/transport-reason": change.new_reason}}}
     assert change.subject()["kind"] == "ReplicaSet" and change.subject()["uid"] == "rs-uid"
-    assert "compat -> udp" in change.message() and "allow-udp" in change.message()
+    [(subject, ns, message)] = event_messages([change])
+    assert (subject, ns) == (change.subject(), "locked")
+    assert message.startswith("transport compat -> udp for pod web-1-abcde: udp-ok") and "allow-udp" in message
 
 
 def test_removing_the_allow_flips_back_and_applied_changes_settle():
@@ -168,3 +170,16 @@ def test_same_reason_ignores_the_pod_name_and_the_cap():
     long_new = ("a" * 20 + " ns/web-abc12 " + "b" * 600)[:MAX_REASON - 3] + "..."
     assert same_reason(long_old, long_new, pod)
     assert not same_reason(long_old, long_new.replace("b", "c"), pod)
+
+
+def test_one_event_per_owner_and_direction_and_none_for_reason_only_changes():
+    snap = _snap(LOCKED)
+    other = {**OWNER, "name": "api-1", "uid": "rs-2"}
+    pods = [_admitted(snap, name=f"web-1-{i}") for i in range(7)] + [_admitted(snap, name="api-1-x", owner=other)]
+    changes = redecide(pods, _snap([]))
+    assert len(changes) == 8 and all(c.new_transport == "udp" for c in changes)
+    events = sorted(event_messages(changes), key=lambda e: e[0]["name"])
+    assert [e[0]["name"] for e in events] == ["api-1", "web-1"]
+    assert events[0][2].startswith("transport compat -> udp for pod api-1-x: ")
+    assert events[1][2].startswith("transport compat -> udp for 7 pods (web-1-0, web-1-1, web-1-2, web-1-3, web-1-4, ...): ")
+    assert event_messages(redecide([_admitted(snap)], _snap([_netpol("locked", "egress-443", ONLY_443)]))) == []

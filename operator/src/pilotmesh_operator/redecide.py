@@ -54,9 +54,6 @@ class Change:
             return dict(self.owner)
         return {"apiVersion": "v1", "kind": "Pod", "name": self.name, "uid": self.uid}
 
-    def message(self) -> str:
-        return (f"pod {self.name}: transport {self.old_transport or 'unset'} -> {self.new_transport} "
-                f"because {self.new_reason}")
 
 
 def auto_pod(pod: Mapping[str, Any]) -> bool:
@@ -142,6 +139,23 @@ def redecide(pods: Iterable[Mapping[str, Any]], snapshot: Snapshot) -> list[Chan
         changes.append(Change(ns, str(meta.get("name")), meta.get("uid"), old_t, verdict.transport, old_r, new_r,
                               _controller(pod), verdict))
     return changes
+
+
+def event_messages(changes: Iterable[Change], most: int = 5) -> list[tuple[dict[str, Any], str, str]]:
+    """(subject, namespace, message) for one `TransportChanged` Event per owner and direction."""
+    groups: dict[tuple, list[Change]] = {}
+    for c in changes:
+        if c.transport_changed:
+            subject = c.subject()
+            groups.setdefault((c.namespace, subject.get("uid") or subject.get("name"), c.old_transport,
+                               c.new_transport), []).append(c)
+    out = []
+    for (ns, _, old, new), same in groups.items():
+        names = sorted(c.name for c in same)
+        pods = f"pod {names[0]}" if len(names) == 1 else (
+            f"{len(names)} pods ({', '.join(names[:most])}{', ...' if len(names) > most else ''})")
+        out.append((same[0].subject(), ns, f"transport {old or 'unset'} -> {new} for {pods}: {same[0].new_reason}"))
+    return out
 
 
 def namespaces_read(s: Settings, namespace: str) -> set[str]:

@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     import kopf
 
     from .. import handlers  # noqa: F401 - registers the kopf handlers
+    from .. import handlers_transport  # noqa: F401 - transport re-decision when policies change
     from .. import k8s
     from ..desired import OperatorSettings
     from ..reconcile import Reconciler

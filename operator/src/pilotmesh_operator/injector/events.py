@@ -38,8 +38,9 @@ def event_body(owner: Mapping[str, Any], namespace: str, reason: str, message: s
 
 
 class EventPoster:
-    def __init__(self, api: ApiClient, maxsize: int = 1000) -> None:
-        self.api = api
+    def __init__(self, api: ApiClient, maxsize: int = 1000, *, window: float = WINDOW_SECONDS,
+                 component: str = "pilotmesh-injector") -> None:
+        self.api, self.window, self.component = api, window, component
         self._queue: queue.Queue = queue.Queue(maxsize)
         self._recent: dict[tuple, float] = {}
         threading.Thread(target=self._run, name="events", daemon=True).start()
@@ -49,13 +50,14 @@ class EventPoster:
         if not owner or not namespace or not owner.get("uid"):
             return
         key, now = (owner["uid"], reason), time.monotonic()
-        if now - self._recent.get(key, -WINDOW_SECONDS) < WINDOW_SECONDS:
+        if now - self._recent.get(key, -self.window) < self.window:
             return
         self._recent[key] = now
         if len(self._recent) > 10000:
-            self._recent = {k: t for k, t in self._recent.items() if now - t < WINDOW_SECONDS}
+            self._recent = {k: t for k, t in self._recent.items() if now - t < self.window}
         try:
-            self._queue.put_nowait(event_body(owner, namespace, reason, message, kind, dt.datetime.now(dt.timezone.utc)))
+            self._queue.put_nowait(event_body(owner, namespace, reason, message, kind, dt.datetime.now(dt.timezone.utc),
+                                              self.component))
         except queue.Full:
             log.warning("event queue full; dropped %s for %s", reason, owner.get("name"))
 
