@@ -1,59 +1,98 @@
 """`make demo`: PilotMesh on a real local Kubernetes control plane, no Docker needed.
 
-Brings up etcd + kube-apiserver + controller-manager + scheduler + kwok on 127.0.0.1, shows the
-cluster working (nodes, a Deployment whose Pods go Running), then tears everything down.
-`--keep` leaves the cluster running and prints the KUBECONFIG to use.
+1. a local control plane: etcd, kube-apiserver, controller-manager, scheduler, kwok fake nodes;
+2. the PilotMesh CRD, operator and injector (as local processes; the webhook is reached by URL);
+3. a PilotMesh, an annotated Deployment whose pods come out injected, and a pod in a default-deny
+   namespace that gets the compat transport with the reason;
+then everything is torn down. `--keep` leaves it running and prints how to use and stop it.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 
+import kubernetes
+import yaml
 from kubernetes import client
 
 from pilotmesh_controlplane import ControlPlane, Toolset, ToolsMissing, procs
+from pilotmesh_controlplane.local_pilotmesh import (OPERATOR_NS, LocalPilotMesh, ensure_crd, ensure_namespace,
+                                                    wait_ready)
 from pilotmesh_controlplane.tools import cache_dir
+
+MESH = {"apiVersion": "pilot.io/v1alpha1", "kind": "PilotMesh", "metadata": {"name": "default"}, "spec": {}}
+DENY = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "egress-443-only"},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [
+            {"ports": [{"protocol": "TCP", "port": 443}]},
+            {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}]}}
 
 
 def step(text: str) -> None:
     print(f"\n==> {text}", flush=True)
 
 
-def show_cluster(cp: ControlPlane) -> None:
-    api = cp_client(cp)
+def deployment(name: str, annotations: dict | None = None) -> dict:
+    labels = {"app": name}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
+                "metadata": {"labels": labels, "annotations": annotations or {}},
+                "spec": {"containers": [{"name": "app", "image": "registry.invalid/hello:1"}]}}}}
+
+
+def first_pod(api, namespace: str, app: str):
+    return procs.wait_until(f"pod of {app}", lambda: (client.CoreV1Api(api).list_namespaced_pod(
+        namespace, label_selector=f"app={app}").items or [None])[0], 60)
+
+
+def show_cluster(cp: ControlPlane, api) -> None:
     step(f"Kubernetes {cp.version()} serving at {cp.server}")
     for node in client.CoreV1Api(api).list_node().items:
         ready = next(c.status for c in node.status.conditions if c.type == "Ready")
         print(f"  node {node.metadata.name:14} Ready={ready}  (kwok fake node)")
 
-    step("a Deployment with 2 replicas in namespace 'demo'")
-    client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="demo")))
-    procs.wait_until("default ServiceAccount", lambda: client.CoreV1Api(api).read_namespaced_service_account(
-        "default", "demo"), 30)
-    labels = {"app": "hello"}
-    client.AppsV1Api(api).create_namespaced_deployment("demo", {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "hello"},
-        "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": {
-            "metadata": {"labels": labels},
-            "spec": {"containers": [{"name": "app", "image": "registry.invalid/hello:1"}]}}}})
 
-    def running():
-        pods = client.CoreV1Api(api).list_namespaced_pod("demo").items
-        return len(pods) == 2 and all(p.status.phase == "Running" for p in pods) and pods
-    for pod in procs.wait_until("pods Running", running, 60):
-        print(f"  pod {pod.metadata.name:28} {pod.status.phase:8} on {pod.spec.node_name}")
+def show_mesh(api, local: LocalPilotMesh) -> None:
+    step("PilotMesh CRD, operator and injector (local processes; webhook by URL)")
+    ensure_crd(api)
+    ensure_namespace(api, OPERATOR_NS)
+    local.start()
+    print(f"  injector at {local.webhook_url}; logs in {local.logs}")
+    step("kubectl apply PilotMesh 'default' (spec: {} -- everything defaulted)")
+    client.CustomObjectsApi(api).create_cluster_custom_object("pilot.io", "v1alpha1", "pilotmeshes", MESH)
+    mesh = wait_ready(api, "default", 90)
+    for c in mesh["status"]["conditions"]:
+        print(f"  {c['type']:17} {c['status']:5} {c['message'][:90]}")
 
+    step("an annotated Deployment (pilot.io/inject: \"true\") in namespace 'demo'")
+    ensure_namespace(api, "demo")
+    client.AppsV1Api(api).create_namespaced_deployment("demo", deployment("hello", {"pilot.io/inject": "true"}))
+    pod = first_pod(api, "demo", "hello")
+    sidecar = pod.spec.init_containers[0]
+    print(f"  pod {pod.metadata.name}: containers {[c.name for c in pod.spec.containers]}, "
+          f"native sidecar {sidecar.name!r} (restartPolicy {sidecar.restart_policy})")
+    print(f"  daemon args: {' '.join(sidecar.args)}")
+    app = pod.spec.containers[0]
+    print(f"  app env: {[f'{e.name}={e.value}' for e in app.env]}; mounts: {[m.mount_path for m in app.volume_mounts]}")
+    print(f"  pilot.io/transport: {pod.metadata.annotations['pilot.io/transport']}")
+    status = json.loads(pod.metadata.annotations["pilot.io/status"])
+    print(f"  pilot.io/status: {json.dumps(status)[:140]}")
 
-def cp_client(cp: ControlPlane) -> client.ApiClient:
-    import kubernetes
-
-    return kubernetes.config.new_client_from_config(config_file=str(cp.kubeconfig))
+    step("a default-deny namespace 'locked' (egress: TCP 443 and DNS only; namespace label pilot.io/inject=true)")
+    ensure_namespace(api, "locked", {"pilot.io/inject": "true"})
+    client.NetworkingV1Api(api).create_namespaced_network_policy("locked", DENY)
+    print(yaml.safe_dump(DENY["spec"], default_flow_style=None).rstrip().replace("\n", "\n  ").join(["  ", ""]))
+    time.sleep(1)
+    client.AppsV1Api(api).create_namespaced_deployment("locked", deployment("api"))
+    pod = first_pod(api, "locked", "api")
+    print(f"  pod {pod.metadata.name}: pilot.io/transport = {pod.metadata.annotations['pilot.io/transport']}")
+    print(f"  reason: {pod.metadata.annotations['pilot.io/transport-reason'][:300]}")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--keep", action="store_true", help="leave the cluster running at the end")
+    ap.add_argument("--keep", action="store_true", help="leave the cluster and PilotMesh running at the end")
     args = ap.parse_args(argv)
     try:
         tools = Toolset.find()
@@ -67,14 +106,22 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     cp = ControlPlane(workdir, tools, nodes=2).up()
     print(f"  up in {time.monotonic() - started:.1f}s")
+    local = LocalPilotMesh(cp.kubeconfig, workdir / "pilotmesh-logs")
     try:
-        show_cluster(cp)
+        api = kubernetes.config.new_client_from_config(config_file=str(cp.kubeconfig))
+        show_cluster(cp, api)
+        show_mesh(api, local)
+    except Exception:
+        print(local.tails(20), file=sys.stderr)
+        raise
     finally:
         if args.keep:
-            step(f"left running: export KUBECONFIG={cp.kubeconfig}; stop with "
-                 f"`pilotmesh-controlplane --name demo down`")
+            step(f"left running: export KUBECONFIG={cp.kubeconfig}; kubectl get pilotmesh; "
+                 f"stop the operator (pid {local.operator_pid}) and injector (pid {local.injector_pid}) with kill, "
+                 "then `pilotmesh-controlplane --name demo down`")
         else:
-            step("tearing down")
+            step("tearing down: operator, injector, then the control plane")
+            local.stop()
             cp.down(remove=True)
             print("  every process stopped")
     return 0
