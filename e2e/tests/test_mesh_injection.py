@@ -13,7 +13,6 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from conftest import OPERATOR_NS, ensure_namespace
-from pilotmesh_controlplane import procs
 
 pytestmark = pytest.mark.kube
 GROUP, VERSION, PLURAL = "pilot.io", "v1alpha1", "pilotmeshes"
@@ -26,12 +25,6 @@ def _mesh(api, name):
 def _condition(mesh, ctype):
     return next((c for c in (mesh.get("status") or {}).get("conditions") or [] if c["type"] == ctype), None)
 
-
-def _wait(stack, what, check, timeout=60):
-    try:
-        return procs.wait_until(what, check, timeout, interval=0.25)
-    except TimeoutError as exc:
-        raise AssertionError(f"{exc}\n{stack.tails()}") from None
 
 
 def _workload(kind, name, annotations=None):
@@ -58,7 +51,7 @@ def mesh(pilotmesh):
     custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "PilotMesh", "metadata": {"name": name},
         "spec": {"daemon": {"image": "registry.invalid/pilot-daemon:test"}}})
-    _wait(pilotmesh, "PilotMesh Ready", lambda: (_condition(_mesh(api, name), "Ready") or {}).get("status") == "True")
+    pilotmesh.wait("PilotMesh Ready", lambda: (_condition(_mesh(api, name), "Ready") or {}).get("status") == "True")
     time.sleep(1)  # the apiserver loads new webhook configurations asynchronously
     yield name
     try:
@@ -86,7 +79,7 @@ def test_annotated_deployment_pods_are_injected_and_others_are_not(pilotmesh, me
     apps = client.AppsV1Api(api)
     apps.create_namespaced_deployment(ns, _workload("Deployment", "meshed", {"pilot.io/inject": "true"}))
     apps.create_namespaced_deployment(ns, _workload("Deployment", "plain"))
-    pod = _wait(pilotmesh, "meshed pod", _pods(api, ns, "app=meshed"))[0]
+    pod = pilotmesh.wait("meshed pod", _pods(api, ns, "app=meshed"))[0]
     names = [c.name for c in pod.spec.init_containers or []]
     assert names == ["pilot"], names
     daemon = pod.spec.init_containers[0]
@@ -96,9 +89,9 @@ def test_annotated_deployment_pods_are_injected_and_others_are_not(pilotmesh, me
     assert any(m.mount_path == "/shared" for m in app.volume_mounts)
     assert pod.metadata.annotations["pilot.io/transport"] == "udp"
     assert json.loads(pod.metadata.annotations["pilot.io/status"])["image"] == "registry.invalid/pilot-daemon:test"
-    plain = _wait(pilotmesh, "plain pod", _pods(api, ns, "app=plain"))[0]
+    plain = pilotmesh.wait("plain pod", _pods(api, ns, "app=plain"))[0]
     assert not plain.spec.init_containers and "pilot.io/status" not in (plain.metadata.annotations or {})
-    _wait(pilotmesh, "meshed pod Running", lambda: client.CoreV1Api(api).read_namespaced_pod(
+    pilotmesh.wait("meshed pod Running", lambda: client.CoreV1Api(api).read_namespaced_pod(
         pod.metadata.name, ns).status.phase == "Running")
 
 
@@ -106,7 +99,7 @@ def test_job_pod_gets_a_native_sidecar(pilotmesh, mesh):
     api = pilotmesh.api
     ns = ensure_namespace(api, f"jobs-{uuid.uuid4().hex[:6]}")
     client.BatchV1Api(api).create_namespaced_job(ns, _workload("Job", "batch", {"pilot.io/inject": "true"}))
-    pod = _wait(pilotmesh, "job pod", _pods(api, ns, "app=batch"))[0]
+    pod = pilotmesh.wait("job pod", _pods(api, ns, "app=batch"))[0]
     assert [(c.name, c.restart_policy) for c in pod.spec.init_containers] == [("pilot", "Always")]
 
 
@@ -120,7 +113,7 @@ def test_default_deny_namespace_gets_compat_with_the_reason(pilotmesh, mesh):
             {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}]}})
     time.sleep(1.5)  # the injector's policy cache follows a watch
     client.AppsV1Api(api).create_namespaced_deployment(ns, _workload("Deployment", "svc"))  # namespace-level opt-in
-    pod = _wait(pilotmesh, "locked pod", _pods(api, ns, "app=svc"))[0]
+    pod = pilotmesh.wait("locked pod", _pods(api, ns, "app=svc"))[0]
     assert pod.metadata.annotations["pilot.io/transport"] == "compat"
     assert f"{ns}/egress-443-only" in pod.metadata.annotations["pilot.io/transport-reason"]
     daemon = pod.spec.init_containers[0]
@@ -158,7 +151,7 @@ def test_a_second_overlapping_mesh_reports_conflict_and_injects_nothing(pilotmes
     custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "PilotMesh", "metadata": {"name": "zz-newer"}, "spec": {}})
     try:
-        obj = _wait(pilotmesh, "Conflict condition", lambda: (lambda m: (_condition(m, "Conflict") or {}).get(
+        obj = pilotmesh.wait("Conflict condition", lambda: (lambda m: (_condition(m, "Conflict") or {}).get(
             "status") == "True" and m)(_mesh(api, "zz-newer")))
         assert mesh in _condition(obj, "Conflict")["message"]
         assert _condition(obj, "Ready")["status"] == "False"
@@ -180,7 +173,7 @@ def test_deleting_the_mesh_removes_its_webhook_configuration(pilotmesh, mesh):
             return False
         except ApiException as exc:
             return exc.status == 404
-    _wait(pilotmesh, "webhook configuration removed", gone)
-    _wait(pilotmesh, "PilotMesh gone (finalizer released)", lambda: not [
+    pilotmesh.wait("webhook configuration removed", gone)
+    pilotmesh.wait("PilotMesh gone (finalizer released)", lambda: not [
         m for m in client.CustomObjectsApi(api).list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
         if m["metadata"]["name"] == mesh])

@@ -6,17 +6,10 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from conftest import OPERATOR_NS, ensure_namespace
-from pilotmesh_controlplane import procs
 
 pytestmark = pytest.mark.kube
 GROUP, VERSION, PLURAL = "pilot.io", "v1alpha1", "pilotmeshes"
 
-
-def _wait(stack, what, check, timeout=60):
-    try:
-        return procs.wait_until(what, check, timeout, interval=0.25)
-    except TimeoutError as exc:
-        raise AssertionError(f"{exc}\n{stack.tails()}") from None
 
 
 @pytest.fixture
@@ -39,7 +32,7 @@ def test_daemonset_mode_runs_a_daemon_per_node_and_pods_get_only_the_socket(pilo
     apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
     ds_name = f"pilot-node-{node_mesh}"
     nodes = len(core.list_node().items)
-    ds = _wait(pilotmesh, "node DaemonSet fully ready", lambda: (lambda d: d.status.number_ready == nodes and d)(
+    ds = pilotmesh.wait("node DaemonSet fully ready", lambda: (lambda d: d.status.number_ready == nodes and d)(
         apps.read_namespaced_daemon_set(ds_name, OPERATOR_NS)), 90)
     container = ds.spec.template.spec.containers[0]
     assert container.name == "pilot" and container.image == "registry.invalid/pilot-daemon:node"
@@ -68,7 +61,7 @@ def test_switching_back_to_sidecar_mode_removes_the_node_daemons(pilotmesh, node
     api = pilotmesh.api
     apps = client.AppsV1Api(api)
     ds_name = f"pilot-node-{node_mesh}"
-    _wait(pilotmesh, "node DaemonSet", lambda: apps.read_namespaced_daemon_set(ds_name, OPERATOR_NS))
+    pilotmesh.wait("node DaemonSet", lambda: apps.read_namespaced_daemon_set(ds_name, OPERATOR_NS))
     client.CustomObjectsApi(api).patch_cluster_custom_object(GROUP, VERSION, PLURAL, node_mesh,
                                                             {"spec": {"mode": "sidecar"}})
 
@@ -78,4 +71,4 @@ def test_switching_back_to_sidecar_mode_removes_the_node_daemons(pilotmesh, node
             return False
         except ApiException as exc:
             return exc.status == 404
-    _wait(pilotmesh, "node DaemonSet removed", gone)
+    pilotmesh.wait("node DaemonSet removed", gone)

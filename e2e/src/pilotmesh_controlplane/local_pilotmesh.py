@@ -58,6 +58,13 @@ class LocalPilotMesh:
             procs.stop(self.injector_pid, sys.executable, timeout=10)
             self.injector_pid = None
 
+    def wait(self, what: str, check, timeout: float = 60):
+        """procs.wait_until, failing with the operator's and injector's log tails."""
+        try:
+            return procs.wait_until(what, check, timeout, interval=0.25)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\n{self.tails()}") from None
+
     def tails(self, lines: int = 40) -> str:
         return "\n".join(f"--- {p.name}\n{procs.tail(p, lines)}" for p in sorted(self.logs.glob("*.log")))
 
