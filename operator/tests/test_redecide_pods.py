@@ -183,3 +183,21 @@ def test_one_event_per_owner_and_direction_and_none_for_reason_only_changes():
     assert events[0][2].startswith("transport compat -> udp for pod api-1-x: ")
     assert events[1][2].startswith("transport compat -> udp for 7 pods (web-1-0, web-1-1, web-1-2, web-1-3, web-1-4, ...): ")
     assert event_messages(redecide([_admitted(snap)], _snap([_netpol("locked", "egress-443", ONLY_443)]))) == []
+
+
+def test_replicas_share_one_verdict_yet_each_reason_names_its_own_pod():
+    from pilotmesh_operator.redecide import analyzer_view, reason_for
+    from pilotmesh_operator.render.netpol import Settings, analyze
+
+    snap = _snap(LOCKED)
+    replicas = [_admitted(snap, name=f"web-1-{i}") for i in range(3)]
+    replicas[2]["status"]["podIPs"] = [{"ip": "fd00::9"}]          # another family: another view
+    assert analyzer_view(replicas[0]) == analyzer_view(replicas[1]) != analyzer_view(replicas[2])
+    opened = _snap(LOCKED + [_netpol("locked", "allow-udp", UDP_ALL)])
+    changes = redecide(replicas, opened)
+    settings = Settings.from_dict(opened.analyzer_settings(opened.mesh_for("locked").settings))
+    for pod, change in zip(replicas, changes):
+        direct = analyze(pod, opened.namespaces.values(), opened.policies, settings)
+        assert change.verdict == direct
+        assert change.new_reason == reason_for(direct, pod)
+        assert f"locked/{pod['metadata']['name']}" in change.new_reason and "\x00" not in change.new_reason

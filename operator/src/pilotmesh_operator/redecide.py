@@ -5,11 +5,14 @@ is `auto` (recorded at injection in `pilot.io/status` as transportPolicy: the po
 `pilot.io/transport` or the mesh's spec.transport) and whose `pilot.io/transport` or
 `pilot.io/transport-reason` no longer says what the NetworkPolicy verdict says now.
 A reason that differs only in the pod's name (admission sees `generateName`) is not a change.
+Pods that look the same to the analyzer (replicas: same namespace, labels, named ports, IP families)
+share one analyze() call.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import socket
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -21,6 +24,8 @@ from .render.inject import MAX_REASON, TransportDecision
 from .render.netpol import Settings, SettingsError, Verdict, analyze
 from .render.netpol.analyze import PodInputError
 
+NAME_TOKEN = "\x00pod\x00"   # stands for the pod's name while replicas share a verdict
+FAMILY_IP = {4: "192.0.2.1", 6: "2001:db8::1"}
 HOST_NETWORK_NOTE = "; hostNetwork pod: NetworkPolicy does not apply to it"  # as render.inject words it
 FINISHED = ("Succeeded", "Failed")
 
@@ -104,17 +109,57 @@ def group_policies(policies: Iterable[Any]) -> dict[str | None, list[Any]]:
     return out
 
 
+def analyzer_view(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """What analyze() reads of a pod, with its name replaced by NAME_TOKEN and its IPs by their families.
+
+    Replicas of one workload have equal views, so they share one analyze() call (see `redecide`).
+    """
+    meta = pod.get("metadata") if isinstance(pod.get("metadata"), Mapping) else {}
+    spec = pod.get("spec") if isinstance(pod.get("spec"), Mapping) else {}
+    status = pod.get("status") if isinstance(pod.get("status"), Mapping) else {}
+
+    def ports(key: str) -> list | None:
+        items = spec.get(key)
+        return [{"ports": c.get("ports")} for c in items if isinstance(c, Mapping)] if isinstance(items, list) else None
+    families = set()
+    for entry in status.get("podIPs") or [] if isinstance(status.get("podIPs"), list) else []:
+        ip = str(entry.get("ip") if isinstance(entry, Mapping) else entry).strip()
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        try:
+            socket.inet_pton(family, ip.split("%", 1)[0])   # what ipaddress accepts, at a fraction of the cost
+        except OSError:
+            continue
+        families.add(6 if family == socket.AF_INET6 else 4)
+    return {"metadata": {"namespace": meta.get("namespace"), "labels": meta.get("labels"), "name": NAME_TOKEN},
+            "spec": {"containers": ports("containers"), "initContainers": ports("initContainers"),
+                     "serviceAccountName": spec.get("serviceAccountName"), "hostNetwork": spec.get("hostNetwork")},
+            "status": {"podIPs": [{"ip": FAMILY_IP[f]} for f in sorted(families)]}}
+
+
+def _named(shared: Verdict, pod: Mapping[str, Any]) -> Verdict:
+    """A verdict computed on the analyzer view, with the pod's own name put back."""
+    meta = pod["metadata"]
+    ns = str(meta.get("namespace") or "default")
+    token, ref = f"{ns}/{NAME_TOKEN}", f"{ns}/{meta.get('name') or meta.get('generateName') or '?'}"
+    return dataclasses.replace(shared, reasons=[r.replace(token, ref) for r in shared.reasons],
+                               warnings=[w.replace(token, ref) for w in shared.warnings])
+
+
 def redecide(pods: Iterable[Mapping[str, Any]], snapshot: Snapshot) -> list[Change]:
     """The annotation changes `pods` need under `snapshot` (its policies compiled, see Snapshot.build)."""
     by_ns = group_policies(snapshot.policies)
     settings: dict[str, Settings | None] = {}
+    shared: dict[tuple[str, str], Verdict | None] = {}   # (mesh, analyzer view) -> verdict
+    choices: dict[str, Any] = {}
     changes: list[Change] = []
     for pod in pods:
         if not auto_pod(pod):
             continue
         meta = pod["metadata"]
         ns = str(meta.get("namespace") or "")
-        choice = snapshot.mesh_for(ns)
+        if ns not in choices:
+            choices[ns] = snapshot.mesh_for(ns)
+        choice = choices[ns]
         if choice is None or choice.settings is None or choice.settings.mode != "sidecar":
             continue  # no mesh (or a broken one) to take settings from: leave the pod as it is
         if choice.name not in settings:
@@ -125,11 +170,17 @@ def redecide(pods: Iterable[Mapping[str, Any]], snapshot: Snapshot) -> list[Chan
         s = settings[choice.name]
         if s is None:
             continue
-        try:
+        view = analyzer_view(pod)
+        key = (choice.name, json.dumps(view, sort_keys=True, default=str))
+        if key not in shared:
             known = [snapshot.namespaces[n] for n in namespaces_read(s, ns) if n in snapshot.namespaces]
-            verdict = analyze(pod, known, by_ns[None] + by_ns.get(ns, []), s)
-        except PodInputError:
+            try:
+                shared[key] = analyze(view, known, by_ns[None] + by_ns.get(ns, []), s)
+            except PodInputError:
+                shared[key] = None
+        if shared[key] is None:
             continue
+        verdict = _named(shared[key], pod)
         annotations = meta.get("annotations") or {}
         old_t = annotations.get(contract.ANNOTATION_TRANSPORT)
         old_r = annotations.get(contract.ANNOTATION_TRANSPORT_REASON)

@@ -121,7 +121,7 @@ def _verdict(pod: dict, snapshot: Snapshot, mesh) -> Any:
     # judged as it will run: with the label injection adds (policies may select injected pods by it)
     pod = {**pod, "metadata": {**meta, "labels": {**labels, contract.LABEL_INJECTED: mesh.mode}}}
     try:
-        return analyze(pod, snapshot.namespaces.values(), snapshot.policies, snapshot.analyzer_settings(mesh))
+        return analyze(pod, snapshot.namespaces, snapshot.policies, snapshot.analyzer_settings(mesh))
     except ValueError:
         return None  # an unreadable pod or settings: inject() reports the pod; the daemon decides the transport
 

@@ -15,6 +15,7 @@ The flows tested (all from the pod; `engine.py` decides each one):
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -32,15 +33,17 @@ class PodInputError(ValueError):
     """The pod itself cannot be read; the message says what is missing."""
 
 
-def analyze(pod: dict, namespaces: Iterable[dict] = (), policies: Iterable[Any] = (),
+def analyze(pod: dict, namespaces: Iterable[dict] | Mapping[str, dict] = (), policies: Iterable[Any] = (),
             settings: Settings | dict | None = None) -> Verdict:
     """The egress verdict for `pod` given the namespace objects and policy objects (any kinds, mixed).
 
+    `namespaces` may also be a mapping of name -> Namespace object (used as is: no per-call index).
     `policies` may hold raw objects or the output of `compile_policies()`; the pod's own namespace is
     used for raw namespaced objects that name none.
     """
     s = settings if isinstance(settings, Settings) else Settings.from_dict(settings)
-    ns_objs = {(n.get("metadata") or {}).get("name"): n for n in namespaces if isinstance(n, dict)}
+    ns_objs = namespaces if isinstance(namespaces, Mapping) else {
+        (n.get("metadata") or {}).get("name"): n for n in namespaces if isinstance(n, dict)}
     info = pod_info(pod, ns_objs)
     policies = list(policies)
     compiled = [o if isinstance(o, kinds.Compiled) else kinds.compile_object(o, info.namespace) for o in policies]
@@ -187,7 +190,7 @@ def _decide(info: PodInfo, pod: dict, selecting: list[Policy], tiers: dict[str, 
     rdv = [(ep, _endpoint_dests(ep, internet, ns_objs)) for ep in s.rendezvous]
     where = f"the internet{'' if not s.peer_networks else ' (peerNetworks)'}"
     u = Check(f"UDP to {where} (peer port {s.udp_peer_port}, beacon port {s.beacon_udp_port}, ports {lo}-{hi})",
-              [Flow(ExternalDest(ip), "UDP", port) for ip in peers_out for port in uports]
+              list(_external_flows(peers_out, "UDP", tuple(uports)))
               + [Flow(d, "UDP", s.beacon_udp_port) for ep, ds in rdv if ep.host is None or ep.ips
                  or ep.pod_labels is not None for d in ds])
     t_checks = [Check(f"TCP {ep.port} to the rendezvous {ep.describe()}", [Flow(d, "TCP", ep.port) for d in ds])
@@ -228,6 +231,11 @@ def _decide(info: PodInfo, pod: dict, selecting: list[Policy], tiers: dict[str, 
     if verdict == "udp-ok" and not p.ok:
         warnings.append("In-cluster peers cannot reach each other over UDP; their traffic will go through the relay")
     return _finish(verdict, reasons, dns, p.ok, notes, warnings)
+
+
+@functools.lru_cache(maxsize=1024)
+def _external_flows(ips: tuple, protocol: str, ports: tuple) -> tuple[Flow, ...]:
+    return tuple(Flow(ExternalDest(ip), protocol, port) for ip in ips for port in ports)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -58,6 +58,9 @@ class Decision:
         return "allowed: no policy isolates or denies it"
 
 
+ALLOWED = Decision(True)
+
+
 class Pipeline:
     """The tiers for one pod, built from the policies that select it."""
 
@@ -74,18 +77,31 @@ class Pipeline:
             t.policies.sort(key=lambda p: (p.order, p.name))
         # rules whose `source` does not match this pod never apply to its egress
         self.rules = {id(p): [r for r in p.rules if r.source is None or r.source(pod)] for p in selecting}
+        # what decide() walks for every flow: (tier, [(policy, rules)], whether the tier ends in a deny)
+        self._plan = [(t, [(p, self.rules[id(p)]) for p in t.policies],
+                       t.info.default_action == DENY and bool(t.isolating)) for t in self.tiers]
+        self._decisions: dict[int, Decision] = {}
 
     def decide(self, flow: Flow) -> Decision:
-        for tier in self.tiers:
+        for tier, policies, deny_at_end in self._plan:
             passed = False
-            for pol in tier.policies:
-                hit = next((r for r in self.rules[id(pol)] if r.matches(flow)), None)
-                if hit is None:
+            for pol, rules in policies:
+                for rule in rules:
+                    if rule.ports(flow) and rule.dest(flow.dest):
+                        break
+                else:
                     continue
-                if hit.action == PASS:
+                if rule.action == PASS:
                     passed = True
                     break
-                return Decision(hit.action == ALLOW, pol, hit)
-            if not passed and tier.info.default_action == DENY and tier.isolating:
+                return self._decision(pol, rule)
+            if not passed and deny_at_end:
                 return Decision(False, tier=tier)
-        return Decision(True)
+        return ALLOWED
+
+    def _decision(self, pol: Policy, rule: Rule) -> Decision:
+        key = id(rule)
+        d = self._decisions.get(key)
+        if d is None:
+            d = self._decisions[key] = Decision(rule.action == ALLOW, pol, rule)
+        return d

@@ -4,7 +4,6 @@ from __future__ import annotations
 import fnmatch
 from typing import Callable, Iterable, Sequence
 
-from .addresses import in_block
 from .model import Dest, ExternalDest, IPNetwork, PodDest
 from .selectors import Predicate
 
@@ -27,9 +26,24 @@ def any_of(preds: Sequence[DestPredicate]) -> DestPredicate:
 
 
 def ip_block(cidr: IPNetwork, excepts: Iterable[IPNetwork] = ()) -> DestPredicate:
-    """External addresses in `cidr` minus `excepts`; pods never match (their IPs are not known)."""
-    ex = tuple(excepts)
-    return lambda d: isinstance(d, ExternalDest) and in_block(d.ip, cidr, ex)
+    """External addresses in `cidr` minus `excepts`; pods never match (their IPs are not known).
+
+    `in_block` semantics on integer bounds worked out once (this runs for every flow of every pod).
+    """
+    version, lo, hi = cidr.version, int(cidr.network_address), int(cidr.broadcast_address)
+    ex = tuple((int(e.network_address), int(e.broadcast_address)) for e in excepts if e.version == version)
+
+    def match(d: Dest) -> bool:
+        if not isinstance(d, ExternalDest) or d.ip.version != version:
+            return False
+        n = int(d.ip)
+        if n < lo or n > hi:
+            return False
+        for a, b in ex:
+            if a <= n <= b:
+                return False
+        return True
+    return match
 
 
 def pods(ns: str | None, ns_sel: Predicate | None, pod_sel: Predicate | None) -> DestPredicate:

@@ -49,8 +49,16 @@ def any_port(matches: Sequence[PortMatch]) -> Callable[[Flow], bool]:
     """A flow predicate for a port list; an empty list means all ports and all protocols."""
     if not matches:
         return lambda _flow: True
-    ms = tuple(matches)
-    return lambda flow: any(m.matches(flow) for m in ms)
+    ms = tuple(m.matches for m in matches)
+    if len(ms) == 1:
+        return ms[0]
+
+    def match(flow: Flow) -> bool:
+        for m in ms:
+            if m(flow):
+                return True
+        return False
+    return match
 
 
 def edges(matches: Sequence[PortMatch]) -> list[int]:
