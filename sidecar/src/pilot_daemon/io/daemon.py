@@ -411,8 +411,8 @@ class Daemon:
     def arm_timer(self) -> None:
         deadlines = [t for t in (self.tunnel.get_timer(), self.stream_timer()) if t is not None]
         at = min(deadlines) if deadlines else None
-        if at == self._timer_at:
-            return
+        if at == self._timer_at or (at is not None and self._timer_at is not None and at > self._timer_at):
+            return   # a later deadline: the armed timer fires early and re-arms (no handle churn per packet)
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = at
