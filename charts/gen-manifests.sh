@@ -20,10 +20,10 @@ apiVersion: v1
 kind: Namespace
 metadata:
   name: $NAMESPACE
+  # No Pod Security label: the operator and the injector meet "restricted", but DaemonSet mode's node
+  # daemons (hostPath, root without capabilities) run here too and need "privileged".
   labels:
     app.kubernetes.io/part-of: pilotmesh
-    # The operator and the injector meet the restricted Pod Security Standard.
-    pod-security.kubernetes.io/enforce: restricted
 YAML
 } > "$OUT/00-namespace.yaml"
 

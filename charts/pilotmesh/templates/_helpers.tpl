@@ -73,3 +73,20 @@ imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
+
+{{/* Read access to every policy kind the transport analyzer understands (operator and injector);
+     the optional kinds are read where their CRDs exist (operator/src/pilotmesh_operator/k8s.py POLICY_PATHS). */}}
+{{- define "pilotmesh.policyReadRules" -}}
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [list, watch]
+- apiGroups: [policy.networking.k8s.io]
+  resources: [adminnetworkpolicies, baselineadminnetworkpolicies]
+  verbs: [list, watch]
+- apiGroups: [crd.projectcalico.org]
+  resources: [networkpolicies, globalnetworkpolicies]
+  verbs: [list, watch]
+- apiGroups: [cilium.io]
+  resources: [ciliumnetworkpolicies, ciliumclusterwidenetworkpolicies]
+  verbs: [list, watch]
+{{- end }}

@@ -14,7 +14,6 @@ Kept: the CRD and the PilotMeshes you created. Also runnable as `python -m pilot
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -87,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         dep = k8s.get(api, path)
         if dep:
             print(f"2. scaling Deployment {args.namespace}/{args.operator_deployment} to 0")
-            k8s.call(api, "PATCH", path, json.dumps({"spec": {"replicas": 0}}),
+            k8s.call(api, "PATCH", path, {"spec": {"replicas": 0}},
                      content_type="application/merge-patch+json")
             match = ",".join(f"{k}={v}" for k, v in sorted(dep["spec"]["selector"].get("matchLabels", {}).items()))
             _wait("the operator's pods to stop",
@@ -105,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
             patch = [{"op": "test", "path": "/metadata/finalizers", "value": finalizers},
                      {"op": "replace", "path": "/metadata/finalizers", "value": [f for f in finalizers if f != FINALIZER]}]
             try:
-                k8s.call(api, "PATCH", f"{MESHES}/{mesh['metadata']['name']}", json.dumps(patch),
+                k8s.call(api, "PATCH", f"{MESHES}/{mesh['metadata']['name']}", patch,
                          content_type="application/json-patch+json")
             except ApiException as exc:
                 if exc.status not in (404, 422):   # gone, or changed under us: nothing to fix
