@@ -24,6 +24,7 @@ class LocalPilotMesh:
         self.kubeconfig, self.logs, self.namespace = Path(kubeconfig), Path(logs), namespace
         self.port = procs.free_port()
         self.webhook_url = f"https://127.0.0.1:{self.port}/inject"
+        self.operator_metrics_port = procs.free_port()
         self.operator_pid: int | None = None
         self.injector_pid: int | None = None
 
@@ -38,7 +39,8 @@ class LocalPilotMesh:
 
     def start_operator(self) -> None:
         self.operator_pid = procs.spawn(self._pilotmesh(
-            "operator", f"--webhook-url={self.webhook_url}", "--no-injector-deployment", "--liveness="),
+            "operator", f"--webhook-url={self.webhook_url}", "--no-injector-deployment", "--liveness=",
+            f"--metrics-listen=127.0.0.1:{self.operator_metrics_port}"),
             self.logs / "operator.log")
 
     def start(self) -> "LocalPilotMesh":

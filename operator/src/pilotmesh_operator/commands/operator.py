@@ -5,6 +5,7 @@ import argparse
 import os
 
 from .. import logs
+from .injector import _host_port
 
 
 def register(sub) -> None:
@@ -24,6 +25,14 @@ def register(sub) -> None:
     p.add_argument("--liveness", default=os.environ.get("PILOTMESH_LIVENESS", "http://0.0.0.0:8080/healthz"),
                    help="kopf liveness endpoint URL ('' disables)")
     p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"), help="default: in-cluster config")
+    p.add_argument("--metrics-listen", type=_host_port,
+                   default=_host_port(os.environ.get("PILOTMESH_OPERATOR_METRICS_LISTEN", ":9091")),
+                   help="plain-HTTP HOST:PORT for Prometheus /metrics (default :9091; port 0 disables)")
+    p.add_argument("--watchdog-interval", type=float,
+                   default=float(os.environ.get("PILOTMESH_WATCHDOG_INTERVAL", "60")),
+                   help="seconds between watchdog rounds (default 60)")
+    p.add_argument("--watchdog-restarts-per-minute", type=int, default=5,
+                   help="with spec.watchdog.restart: at most this many owner restarts per minute (default 5)")
     logs.add_arguments(p)
     p.set_defaults(func=run)
 
@@ -33,8 +42,9 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import handlers  # noqa: F401 - registers the kopf handlers
     from .. import handlers_transport  # noqa: F401 - transport re-decision when policies change
-    from .. import k8s
+    from .. import handlers_watchdog, k8s, metrics
     from ..desired import OperatorSettings
+    from ..operations import WatchdogSettings
     from ..reconcile import Reconciler
 
     logs.setup(args.log_level, args.log_format)
@@ -44,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
                                 injector_replicas=args.injector_replicas,
                                 injector_host_network=args.injector_host_network, webhook_url=args.webhook_url,
                                 manage_injector=not args.no_injector_deployment)
+    handlers_watchdog.register(WatchdogSettings(args.watchdog_interval, args.watchdog_restarts_per_minute))
+    if args.metrics_listen[1]:
+        metrics.serve(*args.metrics_listen)
     reconciler = Reconciler(k8s.api_client(args.kubeconfig), settings)
     kopf.run(standalone=True, clusterwide=True, liveness_endpoint=args.liveness or None,
              memo=kopf.Memo(reconciler=reconciler))
