@@ -230,3 +230,26 @@ def test_samples_do_what_their_comments_say(tmp_path):
     assert [c["name"] for c in job["initContainers"]] == ["pilot"] and job["initContainers"][0]["restartPolicy"] == "Always"
     dep = one(inject("deployment.yaml"), "Deployment")
     assert "pilot.io/status" in dep["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_kind_script_installs_values_the_chart_accepts(helm):
+    """e2e/kind/run.sh is not run in CI; at least its --set values must render, and what it execs must exist."""
+    script = (ROOT / "e2e" / "kind" / "run.sh").read_text()
+    assert subprocess.run(["bash", "-n", str(ROOT / "e2e" / "kind" / "run.sh")]).returncode == 0
+    sets = dict(m.split("=", 1) for m in re.findall(r"--set ([\w.]+=[^\s\\]+)", script))
+    values = {k: (True if v == "true" else "dev" if v == '"$TAG"' else v) for k, v in sets.items()}
+    docs = render(helm, values)
+    assert one(docs, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":dev")
+    assert f"deploy/{one(docs, 'Deployment', '-rendezvous')['metadata']['name']}" in script
+    mesh = one(docs, "PilotMesh")
+    assert mesh["metadata"]["name"] == "default" and "pilotmesh/default" in script
+    assert one(docs, "Service", "rendezvous")["metadata"]["name"] == "pilot-rendezvous"
+
+
+def test_workload_restart_rights_only_when_asked(helm):
+    def patchable(values):
+        role = one(render(helm, values), "ClusterRole", "-operator")
+        return {r for rule in role["rules"] if "patch" in rule["verbs"] for r in rule["resources"]}
+
+    assert patchable({}) == {"pilotmeshes", "pilotmeshes/status", "mutatingwebhookconfigurations", "pods"}
+    assert {"deployments", "statefulsets", "daemonsets"} <= patchable({"operator.watchdog.allowRestarts": True})
