@@ -12,6 +12,11 @@ CHART = ROOT / "charts" / "pilotmesh"
 KUBE_VERSION = "1.36.3"   # for `helm template` only: our Helm build defaults to 1.20, below the chart's minimum
 
 
+def kubectl(kube, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["kubectl", "--kubeconfig", str(kube.kubeconfig), *args], input=stdin,
+                          capture_output=True, text=True, check=check, timeout=120)
+
+
 def set_args(values: dict[str, object]) -> list[str]:
     out = []
     for key, value in values.items():

@@ -19,7 +19,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from chart_helpers import CHART, hook, serviceaccount_kubeconfig, set_args
+from chart_helpers import CHART, hook, kubectl, serviceaccount_kubeconfig, set_args
 from conftest import ensure_namespace
 from pilotmesh_controlplane import procs
 
@@ -27,11 +27,6 @@ pytestmark = [pytest.mark.kube, pytest.mark.helm]
 RELEASE = "pm-chart"
 MANAGED = "app.kubernetes.io/managed-by=pilotmesh-operator"
 GROUP, VERSION, PLURAL = "pilot.io", "v1alpha1", "pilotmeshes"
-
-
-def kubectl(kube, *args, stdin=None, check=True):
-    return subprocess.run(["kubectl", "--kubeconfig", str(kube.kubeconfig), *args], input=stdin,
-                          capture_output=True, text=True, check=check, timeout=60)
 
 
 class Release:

@@ -1,20 +1,13 @@
 """Tier 1: the plain manifests. `kubectl apply -f manifests/` installs (twice: the second changes nothing),
 `kubectl delete -f manifests/` removes every object it created, the CRD included."""
-import subprocess
-
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from chart_helpers import ROOT
+from chart_helpers import ROOT, kubectl
 
 pytestmark = pytest.mark.kube
 MANIFESTS = ROOT / "manifests"
-
-
-def kubectl(kube, *args, check=True):
-    return subprocess.run(["kubectl", "--kubeconfig", str(kube.kubeconfig), *args], capture_output=True, text=True,
-                          check=check, timeout=120)
 
 
 def test_kubectl_apply_then_delete_manifests(kube):
