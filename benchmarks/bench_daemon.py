@@ -7,6 +7,8 @@ official figure, ours, and the ratio ours/official:
   start_to_socket_ms  exec -> IPC socket present (registered: both create it after registration)
   idle_rss_mib        resident memory 3 s after start, no traffic
   ping_rtt_p50_ms     official `pilotctl ping` (echo on port 7, one stream per round) to each daemon
+  bench_*_mibps       `pilotctl bench` (encrypted stream through the echo service), Go->Go vs Python->Python;
+                      bench's own figures ("send_mbps" = MiB/s of the upload, "total_mbps" with the echo back)
 """
 from __future__ import annotations
 
@@ -108,6 +110,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5, help="daemon starts per kind (median reported)")
     ap.add_argument("--pings", type=int, default=10, help="pilotctl ping rounds per batch")
     ap.add_argument("--batches", type=int, default=4, help="interleaved ping batches per target")
+    ap.add_argument("--bench-mib", type=int, default=16, help="pilotctl bench size (MiB), same-kind pairs")
     args = ap.parse_args()
     if not (BIN / "pilot-daemon").exists():
         raise SystemExit(f"official binaries missing in {BIN}: run the daemon tests once, or pip install "
@@ -143,6 +146,14 @@ def main() -> int:
                 rtts[kind] += got[1:]   # the first round includes the key exchange
         for kind, values in rtts.items():
             figures.setdefault("ping_rtt_p50_ms", {})[kind] = statistics.median(values) if values else float("nan")
+        for kind in ("official", "ours"):   # same-kind pairs: Go -> Go and Python -> Python, echo on port 7
+            client_home = start(ns, kind, root, f"bench-client-{kind}")[1]
+            reply = pilotctl(ns, client_home, "bench", addresses[kind], str(args.bench_mib), "--timeout", "300s")
+            data = reply.get("data") or {}
+            if not data.get("complete"):
+                print(f"bench {kind}->{kind} failed: {json.dumps(reply)[:300]}", file=sys.stderr)
+            figures.setdefault("bench_send_mibps", {})[kind] = data.get("send_mbps", float("nan"))
+            figures.setdefault("bench_total_mibps", {})[kind] = data.get("total_mbps", float("nan"))
     finally:
         ns.close()
     print(f"{'metric':<22}{'official':>12}{'ours':>12}{'ours/official':>16}")

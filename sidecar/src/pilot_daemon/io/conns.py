@@ -151,14 +151,13 @@ class Conns:
 
     # -- the sans-I/O table -----------------------------------------------------------------------
     def receive(self, packet: pk.Packet, now: float) -> None:
+        """Feed a packet; the caller flushes (once per batch of datagrams)."""
         if self.table is not None and packet.dst.node == self.table.node:
             self.table.receive_packet(packet, now)
-            self.flush(now)
 
     def handle_timer(self, now: float) -> None:
         if self.table is not None:
             self.table.handle_timer(now)
-            self.flush(now)
 
     def get_timer(self) -> float | None:
         return self.table.get_timer() if self.table is not None else None
@@ -179,13 +178,18 @@ class Conns:
             packets = table.packets_to_send(now)
             for packet in packets:
                 if packet.dst.node == self.d.node_id:   # a dial to ourselves never leaves the process
-                    asyncio.get_running_loop().call_soon(self.receive, packet, now)
+                    asyncio.get_running_loop().call_soon(self._loopback, packet)
                 else:
                     self.d.send_packet(packet.dst.node, packet.encode())
             if not busy and not packets:
                 break
         self._resume_writers()
         self.d.arm_timer()
+
+    def _loopback(self, packet: pk.Packet) -> None:
+        now = clock.now()
+        self.receive(packet, now)
+        self.flush(now)
 
     def _resume_writers(self) -> None:
         if not self.paused or self.table is None:

@@ -81,7 +81,7 @@ class Daemon:
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
-        self.udp = await UDPSocket.open(self.s["listen"], self._on_datagram)
+        self.udp = await UDPSocket.open(self.s["listen"], self._on_datagram, self._on_datagram_batch)
         self.beacon = BeaconClient(self.udp, self.beacon_addr)
         try:
             await self.beacon.resolve()
@@ -212,16 +212,23 @@ class Daemon:
             self.counters.bytes_recv += len(data)
             self.counters.pkts_recv += 1
         self.tunnel.receive_datagram(data, now, addr=addr)
-        self._pump(now)
+
+    def _on_datagram_batch(self) -> None:
+        self._pump(clock.now())
 
     def _pump(self, now: float) -> None:
+        """Handle the tunnel's events, then send what the streams and the tunnel queued; re-arm the timer."""
         tunnel = self.tunnel
         while (ev := tunnel.next_event()) is not None:
             try:
                 self._on_event(ev, now)
             except Exception:
                 log.exception("tunnel event %s failed", type(ev).__name__)
-        for node, frame in tunnel.datagrams_to_send():
+        self.conns.flush(now)
+        self._flush_tunnel()
+
+    def _flush_tunnel(self) -> None:
+        for node, frame in self.tunnel.datagrams_to_send():
             self._transmit(node, frame)
         self.arm_timer()
 
@@ -345,12 +352,11 @@ class Daemon:
         self._start_key_exchange(peer)
 
     def _start_key_exchange(self, peer: Peer) -> None:
-        now = clock.now()
         if self.encrypt and not self.tunnel.has_session(peer.node):
-            self.tunnel.start_key_exchange(peer.node, now)
+            self.tunnel.start_key_exchange(peer.node, clock.now())
         else:
             self._flush_queue(peer)
-        self._pump(now)
+        self._flush_tunnel()
 
     async def _resolve(self, peer: Peer) -> None:
         """Find the peer's endpoint (registry resolve) and key (lookup); fall back to the beacon relay."""
@@ -409,7 +415,7 @@ class Daemon:
 
     # -- timers ---------------------------------------------------------------------------------
     def arm_timer(self) -> None:
-        deadlines = [t for t in (self.tunnel.get_timer(), self.stream_timer()) if t is not None]
+        deadlines = [t for t in (self.tunnel.get_timer(), self.conns.get_timer()) if t is not None]
         at = min(deadlines) if deadlines else None
         if at == self._timer_at or (at is not None and self._timer_at is not None and at > self._timer_at):
             return   # a later deadline: the armed timer fires early and re-arms (no handle churn per packet)
@@ -422,14 +428,8 @@ class Daemon:
         now = clock.now()
         self._timer = self._timer_at = None
         self.tunnel.handle_timer(now)
-        self.stream_handle_timer(now)
-        self._pump(now)
-
-    def stream_timer(self) -> float | None:
-        return self.conns.get_timer()
-
-    def stream_handle_timer(self, now: float) -> None:
         self.conns.handle_timer(now)
+        self._pump(now)
 
     # -- bookkeeping for info/health ---------------------------------------------------------------
     def connection_count(self) -> int:

@@ -1,61 +1,96 @@
-"""The daemon's one UDP socket, shared by tunnel frames and beacon messages."""
+"""The daemon's one UDP socket, shared by tunnel frames and beacon messages.
+
+Reads are drained in batches on each readiness event (up to ``BATCH`` datagrams), then ``on_batch_end``
+runs once, so a burst of segments costs one pass of the stream machinery instead of one per datagram.
+Sends go straight to the non-blocking socket; a full send buffer drops the datagram (UDP semantics).
+"""
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("pilot_daemon.udp")
 
 Endpoint = tuple[str, int]
-
-
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, on_datagram: Callable[[bytes, Any], None]) -> None:
-        self.on_datagram = on_datagram
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        try:
-            self.on_datagram(data, addr[:2])
-        except Exception:  # a bug for one datagram must not stop the socket
-            log.exception("datagram handler failed")
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("udp error: %s", exc)
+BATCH = 128
+BUFFER_BYTES = 4 << 20
+MAX_DATAGRAM = 65535
 
 
 class UDPSocket:
-    """``await UDPSocket.open(host, port, on_datagram)``; ``send(data, endpoint)`` never raises."""
+    """``await UDPSocket.open(listen, on_datagram, on_batch_end)``; ``send(data, endpoint)`` never raises."""
 
-    def __init__(self, transport: asyncio.DatagramTransport) -> None:
-        self.transport = transport
+    def __init__(self, sock: socket.socket, on_datagram: Callable[[bytes, Any], None],
+                 on_batch_end: Callable[[], None]) -> None:
+        self.sock = sock
+        self.on_datagram = on_datagram
+        self.on_batch_end = on_batch_end
         self.sent = 0
         self.send_errors = 0
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(sock.fileno(), self._readable)
 
     @classmethod
-    async def open(cls, listen: str, on_datagram: Callable[[bytes, Any], None]) -> "UDPSocket":
+    async def open(cls, listen: str, on_datagram: Callable[[bytes, Any], None],
+                   on_batch_end: Callable[[], None] = lambda: None) -> "UDPSocket":
         host, port = split_host_port(listen)
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(on_datagram),
-                                                           local_addr=(host or "0.0.0.0", port))
-        return cls(transport)  # type: ignore[arg-type]
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, opt, BUFFER_BYTES)
+                except OSError:
+                    pass
+            sock.bind((host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock, on_datagram, on_batch_end)
 
     @property
     def local(self) -> Endpoint:
-        host, port = self.transport.get_extra_info("sockname")[:2]
+        host, port = self.sock.getsockname()[:2]
         return host, port
+
+    def _readable(self) -> None:
+        recv = self.sock.recvfrom
+        handle = self.on_datagram
+        for _ in range(BATCH):
+            try:
+                data, addr = recv(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:   # e.g. ICMP port unreachable surfacing as ECONNREFUSED
+                log.debug("udp receive error: %s", exc)
+                continue
+            try:
+                handle(data, addr[:2])
+            except Exception:  # a bug for one datagram must not stop the socket
+                log.exception("datagram handler failed")
+        try:
+            self.on_batch_end()
+        except Exception:
+            log.exception("datagram batch handler failed")
 
     def send(self, data: bytes, endpoint: Endpoint) -> None:
         try:
-            self.transport.sendto(data, endpoint)
+            self.sock.sendto(data, endpoint)
             self.sent += 1
         except (OSError, ValueError, TypeError) as exc:
             self.send_errors += 1
             log.debug("udp send to %s failed: %s", endpoint, exc)
 
     def close(self) -> None:
-        self.transport.close()
+        try:
+            self._loop.remove_reader(self.sock.fileno())
+        except (ValueError, OSError):
+            pass
+        self.sock.close()
 
 
 def split_host_port(text: str) -> Endpoint:
