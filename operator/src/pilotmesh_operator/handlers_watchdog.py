@@ -28,7 +28,7 @@ def watchdog(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> N
     """Find opted-in pods without the daemon and outdated daemons; report, and restart owners if asked."""
     name = body["metadata"]["name"]
     result = _ops(memo).run_watchdog(body)
-    metrics.observe_mesh(name, {**body.get("status", {}), "uninjectedPods": result.uninjected})
+    metrics.observe_mesh(name, {**body.get("status", {}), **result.counts, "uninjectedPods": result.uninjected})
     for r in result.restarts:
         metrics.RESTARTS.labels(name, r.reason).inc()
     if body.get("status", {}).get("uninjectedPods") != result.uninjected:
@@ -52,5 +52,6 @@ def register(settings: WatchdogSettings) -> None:
     global _settings
     _settings = settings
     kopf.timer(*MESH, interval=settings.interval, initial_delay=min(settings.interval, 5.0), idle=2)(watchdog)
-    kopf.timer(*MESH, interval=CERT_CHECK_SECONDS, initial_delay=5.0)(certificates)
+    kopf.timer(*MESH, interval=min(CERT_CHECK_SECONDS, settings.interval),
+               initial_delay=min(settings.interval, 5.0))(certificates)
     kopf.on.delete(*MESH, optional=True)(forget)

@@ -19,6 +19,8 @@ from . import certprobe, certs, desired, k8s, rotation, watchdog
 from .clusterread import MESHES, list_all
 from .injector.events import EventPoster
 from .injector.snapshot import Snapshot
+from .podcounts import pod_counts
+from .statusreport import owned_namespaces
 
 log = logging.getLogger(__name__)
 COMPONENT = "pilotmesh-operator"
@@ -35,6 +37,7 @@ class WatchdogResult:
     findings: list[watchdog.Finding]
     restarts: list[watchdog.Restart]
     notes: list[str]
+    counts: dict[str, int]          # podcounts.pod_counts of the mesh's injected pods, fresh from this round
 
     @property
     def uninjected(self) -> int:
@@ -78,7 +81,11 @@ class Operations:
         name = mesh["metadata"]["name"]
         snapshot = Snapshot.build(list(list_all(self.api, MESHES)), list(list_all(self.api, "/api/v1/namespaces")),
                                   [], operator_namespace=self.settings.namespace)
-        findings = watchdog.find(self._pods(snapshot, name), snapshot, name)
+        pods = self._pods(snapshot, name)
+        findings = watchdog.find(pods, snapshot, name)
+        image = ((mesh.get("spec") or {}).get("daemon") or {}).get("image", "")
+        injected = [p for p in pods if contract.LABEL_INJECTED in (p["metadata"].get("labels") or {})]  # listed once
+        counts = pod_counts(injected, image, owned_namespaces(snapshot, name))
         cache: dict = {}
         owners = {(f.namespace, f.pod): self._top_owner(f.namespace, f.owner, cache) for f in findings}
         for f in findings:
@@ -100,10 +107,11 @@ class Operations:
                              f"restarted by PilotMesh {name}: {len(r.pods)} pod(s) {r.reason}: {', '.join(r.pods)}")
         for note in notes:
             log.info("watchdog: %s", note)
-        return WatchdogResult(findings, restarts, notes)
+        return WatchdogResult(findings, restarts, notes, counts)
 
     def _event(self, f: watchdog.Finding, owner: Mapping[str, Any] | None) -> None:
-        ref = _ref(owner, str(owner.get("kind"))) if owner else f.owner
+        ref = _ref(owner, str(owner.get("kind"))) if owner else (
+            f.owner or {"apiVersion": "v1", "kind": "Pod", "name": f.pod, "uid": f.uid})
         reason, kind = ("PodWithoutDaemon", "Warning") if f.kind == "uninjected" else ("DaemonOutdated", "Normal")
         self.events.post(ref, f.namespace, reason, f"pod {f.pod}: {f.message}", kind)
 

@@ -42,6 +42,7 @@ class Finding:
     created: str                        # the pod's creationTimestamp
     owner: Mapping[str, Any] | None     # the pod's controller ownerReference
     message: str
+    uid: str = ""
 
 
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -75,12 +76,14 @@ def find(pods: Iterable[Mapping[str, Any]], snapshot: Snapshot, mesh_name: str) 
         if status:
             want = (meta.get("annotations") or {}).get(contract.ANNOTATION_IMAGE) or choice.settings.image
             if status.get("mode") == "sidecar" and status.get("image") and status["image"] != want:
-                out.append(Finding("outdated", *ref, f"daemon image {status['image']} differs from {want}"))
+                out.append(Finding("outdated", *ref, f"daemon image {status['image']} differs from {want}",
+                                   str(meta.get("uid") or "")))
             continue
         result = inject(pod, choice.settings, None, namespace=ns, namespace_labels=snapshot.namespace_labels(ns))
         if result.injected:
             out.append(Finding("uninjected", *ref, f"opted in but running without the daemon (PilotMesh {mesh_name} "
-                                                   "would inject it now): admitted while the webhook was unreachable"))
+                                                   "would inject it now): admitted while the webhook was unreachable",
+                               str(meta.get("uid") or "")))
     return out
 
 
