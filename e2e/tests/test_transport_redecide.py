@@ -56,11 +56,13 @@ def meshed_namespace(pilotmesh):
     elif choice.settings is None or (choice.settings.mode, choice.settings.transport) != ("sidecar", "auto"):
         pytest.skip(f"PilotMesh {choice.name} selects every namespace and is not sidecar/auto")
     yield api, ns
-    if created:
+    if created:   # gone before the next module's mesh appears, or that one would see a conflict
         try:
             custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, created)
         except ApiException:
             pass
+        _wait(pilotmesh, f"PilotMesh {created} deleted", lambda: created not in [
+            m["metadata"]["name"] for m in custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]], 30)
     client.CoreV1Api(api).delete_namespace(ns)
 
 
