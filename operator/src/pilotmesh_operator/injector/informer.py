@@ -73,6 +73,10 @@ class Informer:
                 return None
             raise
         self.served = True
+        kind, api_version = str(data.get("kind") or "").removesuffix("List"), data.get("apiVersion")
+        for o in data.get("items") or []:   # list items of built-in kinds come without kind/apiVersion
+            o.setdefault("kind", kind)
+            o.setdefault("apiVersion", api_version)
         self.items = {_key(o): o for o in data.get("items") or []}
         self.synced.set()
         self.on_change()
