@@ -1,6 +1,11 @@
 """The injector's serving certificate, reloaded in place: new handshakes use the new chain, open
 connections carry on, nothing is ever refused (unlike restarting the listener).
 
+Each load builds a fresh SSLContext and swaps one reference; the listener's context picks the current one
+in its SNI callback (called for every handshake, with or without SNI). Loading into the live context instead
+would let a handshake running in another thread see the new certificate with the old key (measured: a
+handshake refused now and then during a swap).
+
 Sources: files (a mounted Secret; the kubelet swaps them atomically) polled by mtime, or the Secret
 read through the API (for injectors that run outside the cluster, as in tests).
 """
@@ -19,13 +24,25 @@ from cryptography import x509
 log = logging.getLogger(__name__)
 
 
+def _server_context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
 class ReloadingContext:
     def __init__(self) -> None:
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self.context = _server_context()       # the listener's; hands each handshake to self._current
+        self.context.sni_callback = self._select
+        self._current: ssl.SSLContext | None = None
         self.loaded = False
         self.not_after: dt.datetime | None = None
         self._seen: tuple | None = None
+
+    def _select(self, conn: ssl.SSLObject, server_name: str | None, _listener: ssl.SSLContext) -> None:
+        current = self._current
+        if current is not None:
+            conn.context = current
 
     def load_pem(self, cert_pem: bytes, key_pem: bytes) -> bool:
         """Swap in a new chain; False (and the old chain kept) when it is unusable."""
@@ -37,11 +54,15 @@ class ReloadingContext:
             key.touch(0o600)
             key.write_bytes(key_pem)
             try:
-                self.context.load_cert_chain(crt, key)
+                fresh = _server_context()
+                fresh.load_cert_chain(crt, key)
                 leaf = x509.load_pem_x509_certificate(cert_pem)
+                if not self.loaded:                 # before the listener starts: a fallback chain
+                    self.context.load_cert_chain(crt, key)
             except (ssl.SSLError, ValueError, OSError) as exc:
                 log.error("serving certificate not loaded (keeping the previous one): %s", exc)
                 return False
+        self._current = fresh                       # one reference swap: old chain or new, never half of each
         self._seen, self.loaded, self.not_after = (cert_pem, key_pem), True, leaf.not_valid_after_utc
         log.info("serving certificate loaded, valid until %s", self.not_after.isoformat())
         return True
