@@ -20,7 +20,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from chart_helpers import CHART, hook, kubectl, serviceaccount_kubeconfig, set_args
-from conftest import ensure_namespace
+from pilotmesh_controlplane.local_pilotmesh import ensure_namespace
 from pilotmesh_controlplane import procs
 
 pytestmark = [pytest.mark.kube, pytest.mark.helm]

@@ -12,7 +12,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from conftest import OPERATOR_NS, ensure_namespace
+from pilotmesh_controlplane.local_pilotmesh import OPERATOR_NS, ensure_namespace
 
 pytestmark = pytest.mark.kube
 GROUP, VERSION, PLURAL = "pilot.io", "v1alpha1", "pilotmeshes"

@@ -19,7 +19,7 @@ from cryptography import x509
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from conftest import OPERATOR_NS, ensure_namespace
+from pilotmesh_controlplane.local_pilotmesh import OPERATOR_NS, ensure_namespace
 from ops_helpers import delete_mesh, fast_watchdog, patch_mesh, pod, scoped_mesh
 from pilotmesh_controlplane.local_pilotmesh import wait_ready
 from pilotmesh_operator import certs

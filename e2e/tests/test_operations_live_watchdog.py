@@ -7,7 +7,7 @@ import uuid
 import pytest
 from kubernetes import client
 
-from conftest import ensure_namespace
+from pilotmesh_controlplane.local_pilotmesh import ensure_namespace
 from ops_helpers import delete_mesh, fast_watchdog, get_mesh, patch_mesh, scoped_mesh
 from pilotmesh_controlplane.local_pilotmesh import wait_ready
 

@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from conftest import ensure_namespace
+from pilotmesh_controlplane.local_pilotmesh import ensure_namespace
 from pilotmesh_controlplane import procs
 from pilotmesh_operator.injector.snapshot import Snapshot
 

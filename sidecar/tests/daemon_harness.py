@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import OfficialDaemon, wait_for
+from pilot_harness import OfficialDaemon, wait_for
 
 
 class OurDaemon(OfficialDaemon):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import wait_for
+from pilot_harness import wait_for
 from daemon_harness import our_daemons  # noqa: F401  (fixture)
 from pilot_daemon import identity
 

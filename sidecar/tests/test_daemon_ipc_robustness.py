@@ -11,7 +11,7 @@ import time
 import pytest
 
 import official_capture as oc
-from conftest import wait_for
+from pilot_harness import wait_for
 from daemon_harness import RawIPC, our_daemons  # noqa: F401  (fixture)
 from pilot_daemon.proto import ipc
 

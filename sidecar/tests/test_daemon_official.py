@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import wait_for
+from pilot_harness import wait_for
 from daemon_harness import RawIPC, our_daemons  # noqa: F401  (fixture)
 from pilot_daemon.proto import ipc
 from pilot_daemon.proto.addr import Addr

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import OFFICIAL_DIR
+from pilot_harness import OFFICIAL_DIR
 from daemon_harness import our_daemons  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.official, pytest.mark.timeout(180)]

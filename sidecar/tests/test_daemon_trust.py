@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import wait_for
+from pilot_harness import wait_for
 from daemon_harness import our_daemons  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.official, pytest.mark.timeout(150)]

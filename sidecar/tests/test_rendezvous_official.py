@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import wait_for
+from pilot_harness import wait_for
 
 pytestmark = [pytest.mark.official, pytest.mark.timeout(120)]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for
+from pilot_harness import wait_for
 from pilot_rendezvous.cli import build_parser, main
 from pilot_rendezvous.tlsfiles import make_ca, make_leaf, write_pair
 
