@@ -37,6 +37,9 @@ for i in range(0, size, 60000):
 t.join(120)
 conn.close()
 out["echo_bytes"], out["echo_intact"] = count[0], got.digest() == hashlib.sha256(payload).digest()
+if sys.argv[6:] == ["echo-only"]:
+    print(json.dumps(out, default=str))
+    sys.exit(0)
 
 # listen on our daemon; the official daemon dials in
 listener = ours.listen(6000)
