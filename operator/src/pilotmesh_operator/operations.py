@@ -56,7 +56,8 @@ class Operations:
         pods = [p for sel in watchdog.SELECTORS for p in list_all(self.api, "/api/v1/pods", {"labelSelector": sel})]
         for ns in sorted(snapshot.namespaces):
             choice = snapshot.mesh_for(ns)
-            if choice and choice.name == mesh_name and snapshot.namespace_labels(ns).get(contract.LABEL_INJECT) == "true":
+            opted_in = snapshot.namespace_labels(ns).get(contract.LABEL_INJECT) == "true"
+            if choice and choice.name == mesh_name and opted_in:
                 pods += list_all(self.api, f"/api/v1/namespaces/{ns}/pods",
                                  {"labelSelector": watchdog.NAMESPACE_SELECTOR})
         return pods
@@ -102,7 +103,8 @@ class Operations:
             path = f"/apis/apps/v1/namespaces/{r.namespace}/{watchdog.RESTARTABLE[r.kind]}/{r.name}"
             obj = k8s.call(self.api, "PATCH", path, watchdog.restart_patch(now),
                            content_type="application/strategic-merge-patch+json")
-            log.info("watchdog restarted %s %s/%s (%s pods: %s)", r.kind, r.namespace, r.name, r.reason, ", ".join(r.pods))
+            log.info("watchdog restarted %s %s/%s (%s pods: %s)", r.kind, r.namespace, r.name, r.reason,
+                     ", ".join(r.pods))
             self.events.post(_ref(obj, r.kind), r.namespace, "RestartedByWatchdog",
                              f"restarted by PilotMesh {name}: {len(r.pods)} pod(s) {r.reason}: {', '.join(r.pods)}")
         for note in notes:
@@ -137,4 +139,5 @@ class Operations:
 
 def _ref(obj: Mapping[str, Any], kind: str) -> dict[str, Any]:
     meta = obj.get("metadata") or {}
-    return {"apiVersion": obj.get("apiVersion", "apps/v1"), "kind": kind, "name": meta.get("name"), "uid": meta.get("uid")}
+    return {"apiVersion": obj.get("apiVersion", "apps/v1"), "kind": kind, "name": meta.get("name"),
+            "uid": meta.get("uid")}

@@ -41,7 +41,8 @@ def _mesh_report(f: MeshFacts, snapshot: Snapshot, pods: list[Mapping[str, Any]]
         problems.append(f"MutatingWebhookConfiguration {desired.webhook_name(str(name))} is missing: pods are not "
                         "injected")
     elif not matches:
-        problems.append("the webhook caBundle does not match the injector Secret: the apiserver cannot call the injector")
+        problems.append("the webhook caBundle does not match the injector Secret: the apiserver cannot call the "
+                        "injector")
     if not f.injector[0]:
         problems.append(f"injector: {f.injector[1]}")
     image = (spec.get("daemon") or {}).get("image", "")

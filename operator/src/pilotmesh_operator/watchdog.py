@@ -126,7 +126,8 @@ def plan_restarts(findings: Iterable[Finding], workloads: Mapping[tuple[str, str
             continue
         owner = workloads.get((f.namespace, f.pod))
         if owner is None or owner.get("kind") not in RESTARTABLE:
-            notes.append(f"{f.namespace}/{f.pod}: no Deployment, StatefulSet or DaemonSet owns it; recreate it yourself")
+            notes.append(f"{f.namespace}/{f.pod}: no Deployment, StatefulSet or DaemonSet owns it; "
+                         "recreate it yourself")
             continue
         restarted = parse_time(((((owner.get("spec") or {}).get("template") or {}).get("metadata") or {})
                                 .get("annotations") or {}).get(RESTARTED_AT))

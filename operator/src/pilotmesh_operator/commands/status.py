@@ -19,7 +19,8 @@ def register(sub) -> None:
     p = sub.add_parser("status", help="summarise PilotMeshes: webhook health, certificate expiry, pods, transports",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kubeconfig", help="the cluster (default: in-cluster, then ~/.kube/config)")
-    p.add_argument("--operator-namespace", default="pilot-system", help="where the injector runs (default pilot-system)")
+    p.add_argument("--operator-namespace", default="pilot-system",
+                   help="where the injector runs (default pilot-system)")
     p.add_argument("-o", "--output", choices=("text", "json"), default="text")
     p.set_defaults(func=run)
 

@@ -36,7 +36,8 @@ def register(sub) -> None:
     p.add_argument("--namespace-labels", metavar="K=V,...", default="", help="offline: the namespace's labels")
     p.add_argument("--policies", nargs="+", default=[], metavar="FILE", help="offline: policies and Namespaces")
     p.add_argument("--kubeconfig", help="live: the cluster (default: in-cluster, then ~/.kube/config)")
-    p.add_argument("--operator-namespace", default="pilot-system", help="where the injector runs (default pilot-system)")
+    p.add_argument("--operator-namespace", default="pilot-system",
+                   help="where the injector runs (default pilot-system)")
     p.add_argument("-o", "--output", choices=("text", "json"), default="text")
     p.set_defaults(func=run)
 
