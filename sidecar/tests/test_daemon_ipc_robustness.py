@@ -14,6 +14,7 @@ import official_capture as oc
 from pilot_harness import wait_for
 from daemon_harness import RawIPC, our_daemons  # noqa: F401  (fixture)
 from pilot_daemon.proto import ipc
+from pilot_daemon.proto.addr import Addr
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -118,3 +119,23 @@ def test_sigterm_drains_and_exits_zero(daemon):
     t0 = time.monotonic()
     assert daemon.ns.stop(daemon.proc) == 0
     assert time.monotonic() - t0 < 5 and not daemon.socket.exists()
+
+
+def test_self_dial_echo_and_a_client_vanishing_mid_stream(daemon):
+    addr = Addr.parse(json.loads(RawIPC(daemon.socket).request(ipc.Cmd.INFO)[5:])["address"])
+    c = RawIPC(daemon.socket)
+    dial = c.request(ipc.Cmd.DIAL, addr.to_bytes() + struct.pack(">H", 7))
+    assert dial[4] == ipc.Cmd.DIAL_OK, dial
+    conn_id = struct.unpack(">I", dial[5:9])[0]
+    c.send(ipc.Send(conn_id, b"x" * 5000).encode())
+    echoed = b""
+    while len(echoed) < 5000:
+        frame = c.read_frame()
+        assert frame[4] == ipc.Cmd.RECV and struct.unpack(">I", frame[5:9])[0] == conn_id
+        echoed += frame[9:]
+    assert echoed == b"x" * 5000
+    c.send(ipc.Send(conn_id, b"y" * 200_000).encode())   # and vanish while it is in flight
+    c.close()
+    assert health_ok(daemon)["status"] == "ok" and daemon.proc.poll() is None
+    wait_for(lambda: not [r for r in json.loads(RawIPC(daemon.socket).request(ipc.Cmd.INFO)[5:])["conn_list"]
+                          if r["state"] not in ("TIME_WAIT", "CLOSED")], 10, "the orphaned streams to close")

@@ -245,6 +245,19 @@ class Conns:
                 del self.owner[conn_id]
                 owner.push(ipc.ConnReply(ipc.Cmd.CLOSE_OK, conn_id).encode())
 
+    async def drain(self, timeout: float) -> None:
+        """Close every stream (FIN after queued data) and wait until their data is acknowledged."""
+        table = self.table
+        if table is None:
+            return
+        now = clock.now()
+        for stream in list(table.streams.values()):
+            stream.close(now)
+        self.flush(now)
+        deadline = now + timeout
+        while clock.now() < deadline and any(s.buffered_bytes() and not s.is_closed for s in table.streams.values()):
+            await asyncio.sleep(0.05)
+
     # -- info -----------------------------------------------------------------------------------
     def rows(self) -> list[dict]:
         if self.table is None:

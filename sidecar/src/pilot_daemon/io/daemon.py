@@ -38,6 +38,7 @@ DISCOVER_FAST, DISCOVER_SLOW = 1.0, 30.0
 TRUST_POLL_INTERVAL = 3.0
 PUNCH_BURST = 3
 KEY_WAIT = 10.0
+DRAIN_TIMEOUT = 5.0
 
 
 class DaemonError(Exception):
@@ -96,8 +97,9 @@ class Daemon:
             self.spawn(loop)
 
     async def stop(self) -> None:
-        """Drain: close the IPC socket, let queued frames go, stop tasks and sockets."""
+        """Drain: close the IPC socket, FIN every stream and let its data go (up to 5 s), stop tasks and sockets."""
         await self.ipc.close()
+        await self.conns.drain(DRAIN_TIMEOUT)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
