@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..proto import ipc
 from ..proto import packet as pk
 from ..proto import stream as st
-from ..proto.addr import SocketAddr
+from ..proto.addr import Addr, SocketAddr
 from ..proto.errors import IPCRequestError
 from ..proto.streams import Accepted, PortInUse, StreamTable, SynDropped
 from . import clock
@@ -29,7 +29,20 @@ DIAL_TIMEOUT = 30.0
 LOW_WATER = 256 << 10    # resume a paused writer once its stream holds less than this
 
 
-class Echo:
+class Service:
+    """A built-in owner of streams (no IPC client): told about each stream's life."""
+
+    def on_connected(self, stream: st.Stream, now: float) -> None:
+        pass
+
+    def on_data(self, stream: st.Stream, data: bytes) -> None:
+        pass
+
+    def on_end(self, stream: st.Stream, now: float) -> None:
+        pass
+
+
+class Echo(Service):
     """Port 7: every byte back to the sender (what ``pilotctl ping`` and ``bench`` use)."""
 
     def on_data(self, stream: st.Stream, data: bytes) -> None:
@@ -43,11 +56,30 @@ class Echo:
         stream.close(now)
 
 
+class OneShot(Service):
+    """Dial, write one message, close (the handshake's direct sends); ``done`` says whether it went out."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.done: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def on_connected(self, stream: st.Stream, now: float) -> None:
+        stream.send(self.data)
+        stream.close(now)
+        if not self.done.done():
+            self.done.set_result(True)
+
+    def on_end(self, stream: st.Stream, now: float) -> None:
+        if not self.done.done():
+            self.done.set_result(False)
+
+
 class Conns:
     def __init__(self, daemon: "Daemon") -> None:
         self.d = daemon
         self.table: StreamTable | None = None
         self.owner: dict[int, Any] = {}            # conn_id -> Client or service
+        self.served: dict[int, st.Stream] = {}     # conn_id -> stream, for service-owned streams
         self.dials: dict[int, asyncio.Future] = {}
         self.paused: dict[int, "Client"] = {}      # conn_id -> client whose reading is paused
 
@@ -59,6 +91,8 @@ class Conns:
                                  keepalive=s["keepalive"], idle_timeout=s["idle_timeout"])
         if not s["no_echo"]:
             self.listen(pk.PORT_ECHO, Echo())
+        from .handshake import HandshakeService   # it needs Service from this module
+        self.listen(pk.PORT_HANDSHAKE, HandshakeService(self.d))
 
     def _syn_allowed(self, packet: pk.Packet) -> bool:
         d = self.d
@@ -104,6 +138,22 @@ class Conns:
             self.owner.pop(stream.conn_id, None)
             raise IPCRequestError(error)
         return stream.conn_id
+
+    async def dial_and_send(self, node: int, port: int, data: bytes, timeout: float) -> bool:
+        """Deliver one message on a fresh stream (as the official DialAndSend); False when it could not."""
+        if self.table is None or not await self.d.wait_for_key(node, timeout):
+            return False
+        shot = OneShot(data)
+        stream = self.table.connect(SocketAddr(Addr(0, node), port), clock.now())
+        self.owner[stream.conn_id] = shot
+        self.served[stream.conn_id] = stream
+        self.flush()
+        try:
+            return await asyncio.wait_for(shot.done, timeout)
+        except asyncio.TimeoutError:
+            stream.abort(clock.now())
+            self.flush()
+            return False
 
     def send(self, client: "Client", conn_id: int, data: bytes) -> None:
         stream = self._owned(client, conn_id)
@@ -209,7 +259,9 @@ class Conns:
                 stream.abort(now)
                 return
             self.owner[stream.conn_id] = owner
-            if not isinstance(owner, Echo):
+            if isinstance(owner, Service):
+                self.served[stream.conn_id] = stream
+            else:
                 owner.push(ipc.Accept(stream.local.port, stream.conn_id, stream.remote.addr,
                                       stream.remote.port).encode())
             return
@@ -221,12 +273,16 @@ class Conns:
         conn_id = ev.conn_id
         owner = self.owner.get(conn_id)
         fut = self.dials.get(conn_id)
+        stream = self.served.get(conn_id)
         if isinstance(ev, st.Connected):
             if fut is not None and not fut.done():
                 fut.set_result("")
+            elif isinstance(owner, Service) and stream is not None:
+                owner.on_connected(stream, now)
         elif isinstance(ev, st.DataReceived):
-            if isinstance(owner, Echo):
-                owner.on_data(self.table.streams[conn_id], ev.data) if conn_id in self.table.streams else None
+            if isinstance(owner, Service):
+                if stream is not None:
+                    owner.on_data(stream, ev.data)
             elif owner is not None:
                 data = ev.data
                 for i in range(0, len(data), ipc.SEND_CHUNK):
@@ -236,11 +292,12 @@ class Conns:
                 fut.set_result("connection refused" if isinstance(ev, st.StreamReset)
                                else getattr(ev, "reason", "connection closed"))
                 return
-            if isinstance(owner, Echo):
-                stream = self.table.streams.get(conn_id)
+            if isinstance(owner, Service):
                 if stream is not None:
                     owner.on_end(stream, now)
-                self.owner.pop(conn_id, None)
+                if isinstance(ev, st.Closed):
+                    self.owner.pop(conn_id, None)
+                    self.served.pop(conn_id, None)
             elif owner is not None:
                 del self.owner[conn_id]
                 owner.push(ipc.ConnReply(ipc.Cmd.CLOSE_OK, conn_id).encode())

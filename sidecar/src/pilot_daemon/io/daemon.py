@@ -39,6 +39,7 @@ TRUST_POLL_INTERVAL = 3.0
 PUNCH_BURST = 3
 KEY_WAIT = 10.0
 DRAIN_TIMEOUT = 5.0
+HANDSHAKE_DIAL_TIMEOUT = 5.0
 
 
 class DaemonError(Exception):
@@ -69,6 +70,9 @@ class Daemon:
         self.trust = TrustManager(self.registry.request, self.lookup_key, identity.sign_b64,
                                   auto_approve=settings["trust_auto_approve"], store=store)
         self.conns = Conns(self)
+        self.trust.send_direct = self.send_handshake
+        self.trust.forget_peer = self.forget_peer
+        self.trust.background = self.spawn
         from .ipc_ops import IPCOps   # the IPC verbs need the daemon; they live in their own module
         self.ipc = IPCServer(settings["socket"], IPCOps(self))
         self.udp: UDPSocket | None = None
@@ -383,6 +387,20 @@ class Daemon:
             log.debug("resolve %d: %s; using the beacon relay", node, exc)
             peer.relay = True
         self._start_key_exchange(peer)
+
+    async def send_handshake(self, peer: int, kind: str, *, justification: str = "", reason: str = "") -> bool:
+        """One direct trust message to the peer's port 444 (False: not delivered; use the registry relay)."""
+        from .handshake import message
+        data = message(kind, self.node_id, peer, self.identity.public_b64, self.identity.sign_b64,
+                       justification=justification, reason=reason)
+        return await self.conns.dial_and_send(peer, pk.PORT_HANDSHAKE, data, HANDSHAKE_DIAL_TIMEOUT)
+
+    def forget_peer(self, node: int) -> None:
+        """Tear the tunnel down (trust revoked): the next packet needs a new key exchange."""
+        self.tunnel.drop_session(node)
+        peer = self.peers.get(node)
+        if peer is not None:
+            peer.encrypted = peer.authenticated = False
 
     async def wait_for_key(self, node: int, timeout: float = KEY_WAIT) -> bool:
         """Wait until packets to ``node`` can be sealed (starting resolve + key exchange if needed)."""

@@ -13,6 +13,7 @@ from ..proto.errors import IPCRequestError
 from ..proto.ipc import Cmd, HandshakeSub, NetworkSub
 from . import clock, status
 from .ipc_server import Client
+from .trust import TrustError
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -111,6 +112,8 @@ class IPCOps:
                 body = {"node_id": r.node_id, "trusted": r.node_id in t.trusted}
         except reg.RegistryError as exc:
             raise IPCRequestError(f"handshake: {exc}") from None
+        except TrustError as exc:
+            raise IPCRequestError(str(exc)) from None
         return _json(Cmd.HANDSHAKE_OK, body)
 
     # -- registry-backed verbs ------------------------------------------------------------------------

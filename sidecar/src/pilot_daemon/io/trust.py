@@ -55,6 +55,14 @@ class PendingRequest:
     received_at: float
 
 
+class TrustError(Exception):
+    """A trust verb that cannot be done (its text is the official daemon's)."""
+
+
+async def _no_direct(peer: int, kind: str, **fields: str) -> bool:
+    return False
+
+
 class TrustManager:
     """``request`` sends a registry call (``await request(msg) -> reply``); ``lookup_key(node)`` -> b64 or ''."""
 
@@ -71,6 +79,10 @@ class TrustManager:
         self.pending: dict[int, PendingRequest] = {}
         self.outgoing: dict[int, float] = {}
         self.contacted: dict[int, float] = {}
+        # Hooks the daemon fills in: the direct port-444 send, tunnel teardown, background tasks.
+        self.send_direct: Callable[..., Awaitable[bool]] = _no_direct
+        self.forget_peer: Callable[[int], None] = lambda peer: None
+        self.background: Callable[[Awaitable], object] = lambda aw: None
         self.load()
 
     # -- queries ------------------------------------------------------------------------------
@@ -92,34 +104,75 @@ class TrustManager:
         return {"trusted": [{"node_id": r.node_id, "public_key": r.public_key, "approved_at": rfc3339(r.approved_at),
                              "mutual": r.mutual, "network": r.network} for r in self.trusted.values()]}
 
-    # -- verbs (IPC 0x0F) ---------------------------------------------------------------------
+    # -- verbs (IPC 0x0F), as the official manager: direct message on port 444 first, registry relay after --
     async def send_request(self, peer: int, justification: str) -> dict:
         if peer not in self.trusted:
             self.outgoing[peer] = time.time()
-            await self.request(reg.request_handshake(self.sign, self.node_id, peer, justification))
+            if not await self.send_direct(peer, "handshake_request", justification=justification):
+                await self.request(reg.request_handshake(self.sign, self.node_id, peer, justification))
         return {"status": "sent", "node_id": peer}
 
     async def approve(self, peer: int) -> dict:
-        pending = self.pending.pop(peer, None)
-        await self.request(reg.respond_handshake(self.sign, self.node_id, peer, True))
-        key = pending.public_key if pending else await self.lookup_key(peer)
-        self._grant(peer, key, mutual=False)
+        pending = self.pending.get(peer)
+        if pending is not None:   # the official daemon approves a non-pending node as a no-op
+            self._grant(peer, pending.public_key or await self.lookup_key(peer), mutual=False)
+            await self._quietly(reg.report_trust(self.sign, self.node_id, peer))
+            await self._quietly(reg.respond_handshake(self.sign, self.node_id, peer, True))
+            self.background(self.send_direct(peer, "handshake_accept"))
         return {"status": "approved", "node_id": peer}
 
     async def reject(self, peer: int, reason: str) -> dict:
         self.pending.pop(peer, None)
-        await self.request(reg.respond_handshake(self.sign, self.node_id, peer, False))
         self.save()
+        await self._quietly(reg.respond_handshake(self.sign, self.node_id, peer, False))
+        self.background(self.send_direct(peer, "handshake_reject", reason=reason))
         return {"status": "rejected", "node_id": peer}
 
     async def revoke(self, peer: int) -> dict:
-        self.trusted.pop(peer, None)
+        was_trusted = self.trusted.pop(peer, None) is not None
+        self.pending.pop(peer, None)
+        self.outgoing.pop(peer, None)
         self.save()
-        try:
-            await self.request(reg.revoke_trust(self.sign, self.node_id, peer))
-        except reg.RegistryError as exc:
-            log.info("registry revoke_trust for %d: %s", peer, exc.message)
+        if not was_trusted:
+            raise TrustError(f"node {peer} was not trusted")
+        await self.send_direct(peer, "handshake_revoke", reason="trust revoked")
+        self.forget_peer(peer)
+        await self._quietly(reg.revoke_trust(self.sign, self.node_id, peer))
         return {"status": "revoked", "node_id": peer}
+
+    async def _quietly(self, msg: reg.Message) -> None:
+        try:
+            await self.request(msg)
+        except reg.RegistryError as exc:
+            log.info("registry %s: %s", msg["type"], exc.message)
+
+    # -- direct messages (port 444), already authenticated by the handshake service ---------------
+    async def on_direct(self, kind: str, peer: int, public_key: str, justification: str, bound: bool) -> None:
+        if kind == "handshake_request":
+            if peer in self.trusted:
+                self.background(self.send_direct(peer, "handshake_accept"))
+            elif (peer in self.outgoing and bound) or self.auto_approve:
+                self._grant(peer, public_key, mutual=peer in self.outgoing)
+                self.background(self.send_direct(peer, "handshake_accept"))
+                await self._quietly(reg.report_trust(self.sign, self.node_id, peer))
+            elif peer in self.pending or len(self.pending) < MAX_PENDING:
+                self.pending[peer] = PendingRequest(peer, public_key, sanitize(justification), time.time())
+                log.info("handshake request pending approval", extra={"peer_node_id": peer})
+                self.save()
+        elif kind == "handshake_accept":
+            self._grant(peer, public_key or await self.lookup_key(peer), mutual=True)
+            await self._quietly(reg.report_trust(self.sign, self.node_id, peer))
+        elif kind == "handshake_reject":
+            self.outgoing.pop(peer, None)
+            log.warning("handshake rejected by peer", extra={"peer_node_id": peer})
+        elif kind == "handshake_revoke":
+            was_trusted = self.trusted.pop(peer, None) is not None
+            self.pending.pop(peer, None)
+            self.outgoing.pop(peer, None)
+            self.save()
+            self.forget_peer(peer)
+            if was_trusted:
+                await self._quietly(reg.revoke_trust(self.sign, self.node_id, peer))
 
     # -- registry relay -----------------------------------------------------------------------
     async def poll(self) -> None:
@@ -136,8 +189,11 @@ class TrustManager:
 
     async def _relayed_request(self, peer: int, justification: str) -> None:
         if peer in self.trusted or self.auto_approve or peer in self.outgoing:
-            await self.request(reg.respond_handshake(self.sign, self.node_id, peer, True))
-            self._grant(peer, await self.lookup_key(peer), mutual=peer in self.outgoing)
+            mutual = peer in self.outgoing
+            self._grant(peer, await self.lookup_key(peer), mutual=mutual)
+            await self._quietly(reg.respond_handshake(self.sign, self.node_id, peer, True))
+            if not mutual:
+                await self._quietly(reg.report_trust(self.sign, self.node_id, peer))
             return
         if peer not in self.pending and len(self.pending) >= MAX_PENDING:
             log.warning("pending handshake queue full, dropping request from %d", peer)
