@@ -33,6 +33,10 @@ def test_private_python_nodes_trust_each_other_then_stream(rendezvous, our_daemo
     a = our_daemons("py-a", rdv.registry, rdv.beacon)
     b = our_daemons("py-b", rdv.registry, rdv.beacon)
     handshake(a, b)
+    # between our daemons the request and the acceptance went directly to port 444 (through the beacon relay,
+    # as neither may resolve the other yet), not through the registry's relay
+    relayed = [line for line in rdv.log.read_text().splitlines() if '"request_handshake"' in line]
+    assert relayed == [], relayed
     bench = ok(a.ctl("bench", b.info()["address"], "4", timeout=120))
     assert bench["complete"] and bench["recv_bytes"] == 4 << 20, bench
     print(f"\nFIGURES python->python bench 4 MiB: {bench}")
