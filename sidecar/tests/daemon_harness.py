@@ -30,12 +30,17 @@ class OurDaemon(OfficialDaemon):
 def our_daemons(official_bin, netns, tmp_path):
     started: list[OurDaemon] = []
 
-    def start(name: str, registry: str, beacon: str, *flags: str, timeout: float = 20) -> OurDaemon:
+    def start(name: str, registry: str, beacon: str, *flags: str, timeout: float = 20,
+              env: dict[str, str] | None = None, wait: bool = True) -> OurDaemon:
+        """``env`` adds to the environment (of the daemon and of its pilotctl calls); ``wait=False``
+        returns at once instead of waiting for the socket."""
         home = tmp_path / name
         home.mkdir(exist_ok=True)
-        d = OurDaemon(netns, official_bin, home, registry, beacon)
+        d = OurDaemon(netns, official_bin, home, registry, beacon, extra_env=dict(env or {}))
         d.proc = netns.spawn(d.argv(name, *flags), env=d.env(), log=d.log)
         started.append(d)
+        if not wait:
+            return d
         wait_for(lambda: d.proc.poll() is not None or d.socket.exists(), timeout, f"our daemon {name}'s socket")
         assert d.proc.poll() is None, f"our pilot-daemon {name} exited: {d.log.read_text()[-3000:]}"
         return d
