@@ -116,3 +116,15 @@ def test_ping_send_recv_and_bench_both_ways(pair):
     rows_off = ok(official.ctl("info"))["conn_list"]
     if conns and rows_off:
         assert shape(conns[0]) == shape(rows_off[0])
+
+
+def test_our_daemon_rides_out_a_rendezvous_restart(rendezvous, official_daemons, our_daemons):
+    rdv = rendezvous()
+    official = official_daemons("node-off", rdv.registry, rdv.beacon, "-public")
+    ours = our_daemons("node-ours", rdv.registry, rdv.beacon, "-public")
+    before = registered(ours)
+    rdv.restart()   # same database: same node ids; our registry connection breaks and is re-made
+    assert ok(ours.ctl("set-hostname", "node-ours-2"))["hostname"] == "node-ours-2"
+    assert ok(official.ctl("find", "node-ours-2"))["node_id"] == before["node_id"]
+    ping = ok(official.ctl("ping", before["address"], "--count", "2", timeout=60))
+    assert not ping["timeout"]

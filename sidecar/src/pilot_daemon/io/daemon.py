@@ -156,8 +156,9 @@ class Daemon:
             raise DaemonError(f"the registry answered register without a usable node_id: {reply!r}")
         if self.conns.table is None:
             self.conns.start(node)
-        elif node != self.node_id:
-            raise DaemonError(f"the registry gave us node {node} on re-registration (was {self.node_id}); restart")
+        elif node != self.node_id:   # a registry that lost its state: adopt the new id, as peers will look it up
+            log.warning("the registry gave us a new node id", extra={"old": self.node_id, "new": node})
+            self.conns.table.node = node
         self.node_id = self.tunnel.local_node = self.trust.node_id = node
         self.address = str(Addr(0, node))
         self.endpoint = listen_addr
