@@ -91,8 +91,11 @@ class Conns:
                                  keepalive=s["keepalive"], idle_timeout=s["idle_timeout"])
         if not s["no_echo"]:
             self.listen(pk.PORT_ECHO, Echo())
-        from .handshake import HandshakeService   # it needs Service from this module
+        from .eventstream import EventBroker        # both need Service from this module
+        from .handshake import HandshakeService
         self.listen(pk.PORT_HANDSHAKE, HandshakeService(self.d))
+        if not s["no_eventstream"]:
+            self.listen(pk.PORT_EVENTSTREAM, EventBroker(self.d))
 
     def _syn_allowed(self, packet: pk.Packet) -> bool:
         d = self.d
