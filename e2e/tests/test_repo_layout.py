@@ -12,8 +12,8 @@ def _python_files():
 
 
 def test_no_test_module_imports_from_conftest():
-    offenders = [str(p.relative_to(ROOT)) for p in _python_files()
-                 if "from conftest import" in p.read_text() or "import conftest" in p.read_text()]
+    needles = ("from " + "conftest import", "import " + "conftest")
+    offenders = [str(p.relative_to(ROOT)) for p in _python_files() if any(n in p.read_text() for n in needles)]
     assert not offenders, f"import helpers from a uniquely named module instead of conftest: {offenders}"
 
 

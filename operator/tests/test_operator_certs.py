@@ -73,3 +73,10 @@ def test_a_corrupt_leaf_alone_is_reissued_under_the_existing_ca():
 def test_no_names_is_a_clear_error():
     with pytest.raises(ValueError, match="at least one DNS name or IP"):
         certs.plan(None, (), T0)
+
+
+def test_a_leaf_signed_by_another_ca_is_reissued_under_ours():
+    ours, theirs = certs.plan(None, NAMES, T0), certs.plan(None, NAMES, T0)
+    p = certs.plan({**ours.data, "tls.crt": theirs.data["tls.crt"], "tls.key": theirs.data["tls.key"]}, NAMES, T0)
+    assert p.changed and p.data["ca.crt"] == ours.data["ca.crt"]
+    _leaf(p.data).verify_directly_issued_by(x509.load_pem_x509_certificate(ours.data["ca.crt"]))

@@ -13,6 +13,7 @@ import datetime as dt
 import ipaddress
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -101,7 +102,7 @@ def _leaf_matches(leaf: x509.Certificate, ca: x509.Certificate, names: tuple[str
     try:
         leaf.verify_directly_issued_by(ca)
         sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (ValueError, TypeError, x509.InvalidSignature, x509.ExtensionNotFound):
+    except (ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound):
         return False
     have = {str(v) for v in sans.get_values_for_type(x509.DNSName)}
     have |= {str(v) for v in sans.get_values_for_type(x509.IPAddress)}

@@ -12,7 +12,7 @@ import sys
 from . import __version__
 
 # module names under pilotmesh_operator.commands, in the order `--help` lists them
-COMMANDS: tuple[str, ...] = ("inject", "transport_verdict", "why", "status", "operator", "injector")
+COMMANDS: tuple[str, ...] = ("inject", "transport_verdict", "why", "status", "operator", "injector", "uninstall")
 
 
 def build_parser() -> argparse.ArgumentParser:

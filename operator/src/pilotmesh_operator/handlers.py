@@ -7,6 +7,7 @@ from typing import Any
 
 import kopf
 
+from . import metrics
 from .status import merge_conditions
 
 MESH = ("pilot.io", "v1alpha1", "pilotmeshes")
@@ -31,6 +32,13 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
+def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
+    with metrics.reconciling(body.metadata.name):
+        result = memo.reconciler.reconcile(body, dt.datetime.now(dt.timezone.utc))
+    metrics.observe_mesh(body.metadata.name, result)
+    _write_status(body, patch, result)
+
+
 def _write_status(body: kopf.Body, patch: kopf.Patch, result: dict[str, Any]) -> None:
     now = dt.datetime.now(dt.timezone.utc)
     generation = body.metadata.get("generation")
@@ -42,13 +50,13 @@ def _write_status(body: kopf.Body, patch: kopf.Patch, result: dict[str, Any]) ->
 @kopf.on.create(*MESH)
 @kopf.on.update(*MESH, field="spec")
 def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    _write_status(body, patch, memo.reconciler.reconcile(body, dt.datetime.now(dt.timezone.utc)))
+    _reconcile(body, patch, memo)
 
 
 @kopf.timer(*MESH, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, idle=5)
 def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     """Renew certificates, refresh pod counts and injector readiness, notice new conflicts."""
-    _write_status(body, patch, memo.reconciler.reconcile(body, dt.datetime.now(dt.timezone.utc)))
+    _reconcile(body, patch, memo)
 
 
 @kopf.on.delete(*MESH)

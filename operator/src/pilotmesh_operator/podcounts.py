@@ -23,7 +23,8 @@ def pod_counts(pods: Iterable[Mapping[str, Any]], image: str, namespaces: set[st
         if not isinstance(status, dict) or not status:
             continue
         counts["injectedPods"] += 1
-        if status.get("image") and status["image"] != image:
+        want = annotations.get(contract.ANNOTATION_IMAGE) or image   # a pod pinned to an image is not outdated
+        if status.get("image") and status["image"] != want:
             counts["outdatedPods"] += 1
         transport = annotations.get(contract.ANNOTATION_TRANSPORT)
         if transport in ("udp", "compat"):
