@@ -6,6 +6,7 @@ SIGINT drain and exit 0; ``-exit-on-file PATH`` exits 0 once PATH exists (Jobs w
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -46,6 +47,7 @@ async def run(settings: dict) -> int:
     start = loop.create_task(daemon.start())
     stopper = loop.create_task(stop.wait())
     await asyncio.wait({start, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    gc.freeze()   # start-up objects leave the collector's generations: shorter GC pauses on the packet path
     if start.done() and start.exception() is not None:
         stopper.cancel()
         await daemon.stop()

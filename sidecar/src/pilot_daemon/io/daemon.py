@@ -266,7 +266,8 @@ class Daemon:
 
     def _note_path(self, peer: Peer, addr: Any, relay: bool) -> None:
         if not relay and addr:
-            peer.endpoint, peer.relay = tuple(addr)[:2], False
+            if addr != peer.endpoint or peer.relay:
+                peer.endpoint, peer.relay = tuple(addr)[:2], False
         elif relay and peer.endpoint is None:
             peer.relay = True
 
