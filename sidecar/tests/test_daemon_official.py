@@ -128,3 +128,19 @@ def test_our_daemon_rides_out_a_rendezvous_restart(rendezvous, official_daemons,
     assert ok(official.ctl("find", "node-ours-2"))["node_id"] == before["node_id"]
     ping = ok(official.ctl("ping", before["address"], "--count", "2", timeout=60))
     assert not ping["timeout"]
+
+
+@pytest.mark.parametrize("relay_side", ["official", "ours"])
+def test_relay_only_nodes_are_reached_through_the_beacon(rendezvous, official_daemons, our_daemons, relay_side):
+    rdv = rendezvous()
+    flags = {"official": (), "ours": ()}
+    flags[relay_side] = ("-relay-only",)
+    official = official_daemons("node-off", rdv.registry, rdv.beacon, "-public", *flags["official"])
+    ours = our_daemons("node-ours", rdv.registry, rdv.beacon, "-public", *flags["ours"])
+    target, source = (official, ours) if relay_side == "official" else (ours, official)
+    ping = ok(source.ctl("ping", registered(target)["address"], "--count", "3", timeout=60))
+    assert not ping["timeout"] and len([r for r in ping["results"] if "rtt_ms" in r]) == 3, ping
+    rows = {r["node_id"]: r for r in ok(source.ctl("info"))["peer_list"]}
+    assert rows[registered(target)["node_id"]]["relay"] is True, rows
+    bench = ok(source.ctl("bench", registered(target)["address"], "1", timeout=120))
+    assert bench["complete"] and bench["recv_bytes"] == 1 << 20
