@@ -72,3 +72,27 @@ def test_switching_back_to_sidecar_mode_removes_the_node_daemons(pilotmesh, node
         except ApiException as exc:
             return exc.status == 404
     pilotmesh.wait("node DaemonSet removed", gone)
+
+
+def test_a_namespace_label_switches_a_sidecar_mesh_namespace_to_node_daemons(pilotmesh):
+    api = pilotmesh.api
+    custom, core, apps = client.CustomObjectsApi(api), client.CoreV1Api(api), client.AppsV1Api(api)
+    name = f"mixed-{uuid.uuid4().hex[:6]}"
+    ns = ensure_namespace(api, f"node-ns-{uuid.uuid4().hex[:6]}", labels={"pilot-mode": name, "pilot.io/mode": "daemonset"})
+    custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "PilotMesh", "metadata": {"name": name},
+        "spec": {"namespaceSelector": {"matchLabels": {"pilot-mode": name}}}})
+    try:
+        pilotmesh.wait("node DaemonSet for the labelled namespace",
+                       lambda: apps.read_namespaced_daemon_set(f"pilot-node-{name}", OPERATOR_NS))
+        mesh = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+        assert mesh["spec"]["mode"] == "sidecar"
+        pilotmesh.wait("mesh Ready", lambda: any(c["type"] == "Ready" and c["status"] == "True" for c in (
+            custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name).get("status") or {}).get("conditions", [])))
+        pod = core.create_namespaced_pod(ns, {
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "app", "annotations": {"pilot.io/inject": "true"}},
+            "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}})
+        assert not pod.spec.init_containers and [c.name for c in pod.spec.containers] == ["app"]
+        assert next(v for v in pod.spec.volumes if v.name == "pilot-shared").host_path.path == "/var/run/pilot"
+    finally:
+        custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)

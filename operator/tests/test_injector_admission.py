@@ -138,3 +138,15 @@ def test_a_pod_with_thousands_of_containers_is_answered():
     pod["spec"]["containers"] = [{"name": f"c{i}", "image": "registry.invalid/c:1"} for i in range(2000)]
     resp, outcome = review(_body(pod), SNAP)
     assert outcome.result == "injected" and len(_patch(resp)) > 0
+
+
+def test_namespace_mode_label_overrides_the_mesh_mode():
+    snap = Snapshot.build([_mesh()], [_ns("apps"), _ns("nodes", **{"pilot.io/mode": "daemonset"}),
+                                      _ns("odd", **{"pilot.io/mode": "sidecars"})], [])
+    resp, outcome = review(_body(_pod(INJECT), namespace="nodes"), snap)
+    paths = [op["path"] for op in _patch(resp)]
+    assert outcome.result == "injected" and "/spec/initContainers" not in paths
+    volumes = json.dumps([op["value"] for op in _patch(resp) if op["path"].startswith("/spec/volumes")])
+    assert '"hostPath": {"path": "/var/run/pilot"' in volumes
+    resp, outcome = review(_body(_pod(INJECT), namespace="odd"), snap)
+    assert outcome.reason == "invalid_mesh" and "pilot.io/mode" in resp["response"]["warnings"][0]

@@ -39,6 +39,10 @@ class OperatorSettings:
     injector_port: int = 8443
     webhook_url: str | None = None          # url: client config (loopback control planes); else service:
     manage_injector: bool = True            # create the injector Deployment/Service/PDB
+    injector_resources: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {
+        "requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}})
+    injector_anti_affinity: str = "soft"    # soft | hard | none
+    injector_pdb: bool = True               # with two or more replicas
 
     @property
     def cert_names(self) -> tuple[str, ...]:
@@ -106,9 +110,7 @@ def injector_objects(settings: OperatorSettings) -> list[dict[str, Any]]:
     pod_spec: dict[str, Any] = {
         "serviceAccountName": INJECTOR,
         "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
-        "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
-            "weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
-                                               "labelSelector": {"matchLabels": selector}}}]}},
+        **_anti_affinity(settings.injector_anti_affinity, selector),
         "containers": [{
             "name": "injector", "image": settings.injector_image,
             "args": ["injector", f"--listen=:{settings.injector_port}", "--metrics-listen=:9090",
@@ -118,7 +120,7 @@ def injector_objects(settings: OperatorSettings) -> list[dict[str, Any]]:
                       {"name": "metrics", "containerPort": 9090}],
             "readinessProbe": {"httpGet": {"path": "/readyz", "port": "metrics"}, "periodSeconds": 5},
             "livenessProbe": {"httpGet": {"path": "/healthz", "port": "metrics"}, "periodSeconds": 10},
-            "resources": {"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}},
+            "resources": dict(settings.injector_resources),
             "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                 "capabilities": {"drop": ["ALL"]}},
             "volumeMounts": [{"name": "tls", "mountPath": "/tls", "readOnly": True}],
@@ -136,7 +138,18 @@ def injector_objects(settings: OperatorSettings) -> list[dict[str, Any]]:
     pdb = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta,
            "spec": {"minAvailable": 1, "selector": {"matchLabels": selector}}}
     account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}
-    return [account, deployment, service, pdb] if settings.injector_replicas > 1 else [account, deployment, service]
+    with_pdb = settings.injector_pdb and settings.injector_replicas > 1
+    return [account, deployment, service, pdb] if with_pdb else [account, deployment, service]
+
+
+def _anti_affinity(mode: str, selector: Mapping[str, str]) -> dict[str, Any]:
+    term = {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": dict(selector)}}
+    if mode == "hard":
+        return {"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}}
+    if mode == "soft":
+        return {"affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 100, "podAffinityTerm": term}]}}}
+    return {}
 
 
 PLURALS = {"Deployment": "deployments", "Service": "services", "PodDisruptionBudget": "poddisruptionbudgets",

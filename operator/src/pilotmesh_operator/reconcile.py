@@ -68,11 +68,15 @@ class Reconciler:
                     raise
         return out
 
-    def ensure_node_daemons(self, name: str, mesh: MeshSettings, namespaces: list[dict[str, Any]]) -> dict | None:
-        """DaemonSet mode: apply the node DaemonSet (transport decided for its own pods); else remove it."""
+    def ensure_node_daemons(self, name: str, mesh: MeshSettings, namespaces: list[dict[str, Any]],
+                            owned: set[str]) -> dict | None:
+        """DaemonSet mode (the mesh's, or a namespace's `pilot.io/mode` label): apply the node DaemonSet
+        (transport decided for its own pods); else remove it."""
         ns = self.settings.namespace
         path = f"/apis/apps/v1/namespaces/{ns}/daemonsets/{daemonset_name(name)}"
-        if mesh.mode != "daemonset":
+        labelled = {n["metadata"]["name"] for n in namespaces
+                    if ((n["metadata"].get("labels") or {}).get(contract.LABEL_MODE)) == "daemonset"}
+        if mesh.mode != "daemonset" and not labelled & owned:
             k8s.delete(self.api, path)
             return None
         transport, reason = mesh.transport, f"PilotMesh spec.transport={mesh.transport}"
@@ -126,9 +130,9 @@ class Reconciler:
         self.ensure_injector()
         k8s.apply(self.api, mwc_path, desired.webhook_configuration(name, settings, plan.data["ca-bundle.crt"],
                                                                     self.settings))
-        node_daemons = self.ensure_node_daemons(name, settings, namespaces)
-        injector_ok, injector_msg = self.injector_ready(plan.data["ca.crt"])
         owned = self._owned_namespaces(mesh, meshes, namespaces)
+        node_daemons = self.ensure_node_daemons(name, settings, namespaces, owned)
+        injector_ok, injector_msg = self.injector_ready(plan.data["ca.crt"])
         counts = pod_counts(self._injected_pods(), settings.image, owned)
         ready = injector_ok
         return {

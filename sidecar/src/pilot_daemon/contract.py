@@ -41,6 +41,7 @@ ANNOTATION_RESOURCES = {
     "pilot.io/cpu-limit": ("limits", "cpu"), "pilot.io/memory-limit": ("limits", "memory"),
 }
 LABEL_INJECT = "pilot.io/inject"
+LABEL_MODE = "pilot.io/mode"              # namespace label: sidecar | daemonset, overrides the PilotMesh spec.mode
 LABEL_INJECTED = "pilot.io/injected"      # set on injected pods ("sidecar" or "daemonset"): lets the operator list them
 
 # The file (downward API of the pilot.io/transport annotation) the daemon watches to switch transport live.

@@ -2,10 +2,23 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 from .. import logs
 from .injector import _host_port
+
+
+def _resources(text: str) -> dict | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"injector resources are not JSON: {exc}") from None
+    if not isinstance(value, dict) or not set(value) <= {"requests", "limits"}:
+        raise argparse.ArgumentTypeError("injector resources must be an object with requests and/or limits")
+    return value
 
 
 def register(sub) -> None:
@@ -18,6 +31,15 @@ def register(sub) -> None:
     p.add_argument("--injector-host-network", action="store_true",
                    default=os.environ.get("PILOTMESH_INJECTOR_HOST_NETWORK") == "true",
                    help="run the injector on the host network (control planes that cannot reach pod IPs)")
+    p.add_argument("--injector-resources", type=_resources,
+                   default=_resources(os.environ.get("PILOTMESH_INJECTOR_RESOURCES", "")),
+                   help="injector container resources as JSON, e.g. '{\"requests\": {\"cpu\": \"50m\"}}'")
+    p.add_argument("--injector-anti-affinity", choices=["soft", "hard", "none"],
+                   default=os.environ.get("PILOTMESH_INJECTOR_ANTI_AFFINITY", "soft"),
+                   help="spread injector replicas over nodes (default soft)")
+    p.add_argument("--no-injector-pdb", action="store_true",
+                   default=os.environ.get("PILOTMESH_INJECTOR_PDB", "true") == "false",
+                   help="no PodDisruptionBudget for the injector")
     p.add_argument("--webhook-url", default=os.environ.get("PILOTMESH_WEBHOOK_URL"),
                    help="use this URL in the webhook configuration instead of the injector Service")
     p.add_argument("--no-injector-deployment", action="store_true",
@@ -53,7 +75,10 @@ def run(args: argparse.Namespace) -> int:
     settings = OperatorSettings(namespace=args.namespace, injector_image=args.injector_image,
                                 injector_replicas=args.injector_replicas,
                                 injector_host_network=args.injector_host_network, webhook_url=args.webhook_url,
-                                manage_injector=not args.no_injector_deployment)
+                                manage_injector=not args.no_injector_deployment,
+                                injector_anti_affinity=args.injector_anti_affinity,
+                                injector_pdb=not args.no_injector_pdb,
+                                **({"injector_resources": args.injector_resources} if args.injector_resources else {}))
     handlers_watchdog.register(WatchdogSettings(args.watchdog_interval, args.watchdog_restarts_per_minute))
     if args.metrics_listen[1]:
         metrics.serve(*args.metrics_listen)

@@ -8,10 +8,15 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pilot_daemon import contract
+
 from ..mesh import MeshSettings, MeshSpecError
 from ..render.netpol import compile_policies
 from ..render.netpol.from_pilotmesh import settings_from_pilotmesh
 from ..render.netpol.selectors import label_selector
+
+
+MODES = ("sidecar", "daemonset")
 
 
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -75,6 +80,12 @@ class Snapshot:
             except MeshSpecError as exc:
                 self._settings[name] = (None, f"PilotMesh {name} is invalid: {exc}")
         settings, error = self._settings[name]
+        mode = self.namespace_labels(namespace).get(contract.LABEL_MODE)
+        if settings is not None and mode is not None and mode != settings.mode:
+            if mode not in MODES:
+                return MeshChoice(name, None, f"namespace {namespace} has label {contract.LABEL_MODE}={mode!r}; "
+                                              f"use {' or '.join(MODES)}", shadowed)
+            settings = dataclasses.replace(settings, mode=mode)
         return MeshChoice(name, settings, error, shadowed)
 
     def analyzer_settings(self, mesh: MeshSettings) -> dict[str, Any]:
