@@ -243,7 +243,8 @@ class Daemon:
         if isinstance(ev, tn.PacketReceived):
             self._on_packet(ev, now)
         elif isinstance(ev, tn.BeaconReceived):
-            self._on_beacon(ev.data, now)
+            if self.beacon is not None and self.beacon.is_beacon(ev.addr):   # no punch/relay orders from strangers
+                self._on_beacon(ev.data, now)
         elif isinstance(ev, tn.TunnelEstablished):
             peer = self.peers.get_or_add(ev.peer_node)
             self._note_path(peer, ev.addr, ev.relay)
