@@ -20,7 +20,7 @@ def test_sdk_info_dial_listen_and_datagrams(rendezvous, official_daemons, our_da
     official = official_daemons("go-sdk", rdv.registry, rdv.beacon, "-public")
     ours = our_daemons("py-sdk", rdv.registry, rdv.beacon, "-public")
     ours_addr, official_addr = ours.info()["address"], official.info()["address"]
-    size = 8 << 20
+    size = int(os.environ.get("PILOTMESH_SDK_MIB", "8")) << 20   # 64 for the full-size proof
     env = {**ours.env(), "PYTHONPATH": str(OFFICIAL_DIR),
            "PILOT_LIB_PATH": str(OFFICIAL_DIR / "pilotprotocol" / "bin" / "libpilot.so")}
     proc = ours.ns.run([sys.executable, PROBE, str(ours.socket), str(official.socket), ours_addr, official_addr,

@@ -154,3 +154,26 @@ async def _datagrams(daemon: Daemon, peer: Peer) -> None:
         got = ipc.decode_reply(ipc.Frame(frame[4], frame[5:]))
         assert got == ipc.RecvFrom(Addr(0, peer.node), 49999, 5005, b"dgram")
         w.close()
+
+
+def test_a_syn_flood_is_rate_limited_and_the_daemon_stays_responsive(tmp_path):
+    run_lab(tmp_path, _syn_flood)
+
+
+async def _syn_flood(daemon: Daemon, peer: Peer) -> None:
+    await asyncio.sleep(0.2)
+    for i in range(2000):
+        peer.send(pk.Packet(protocol=pk.Proto.STREAM, src=Addr(0, peer.node), dst=Addr(0, daemon.node_id),
+                            src_port=10000 + i, dst_port=pk.PORT_ECHO, flags=pk.Flag.SYN, window=512))
+        if i % 200 == 0:
+            await asyncio.sleep(0)
+    await asyncio.sleep(0.5)
+    answers = []
+    while not peer.packets.empty():
+        answers.append(peer.packets.get_nowait())
+    syn_acks = [p for p in answers if p.flags == pk.Flag.SYN | pk.Flag.ACK]
+    assert 0 < len(syn_acks) <= 100        # per-source and global SYN budgets; the rest dropped silently
+    assert len(daemon.conns.table.streams) <= 100
+    peer.ping(5, b"alive?")
+    reply = await next_packet(peer)
+    assert reply.payload == b"alive?"
