@@ -213,6 +213,22 @@ def usage(prog: str = "pilot-daemon") -> str:
     for flag in sorted(FLAGS, key=lambda f: f.name):
         kind = "" if flag.kind == "bool" else f" {flag.kind if flag.kind != 'str' else 'string'}"
         note = " (accepted, no effect in this daemon)" if flag.ignored else ""
-        default = "" if flag.default in ("", False, None) else f" (default {flag.default!r})"
+        default = "" if flag.default in ("", False, None) else f" (default {_go_default(flag)})"
         lines.append(f"  -{flag.name}{kind}\n    \t{flag.help}{note}{default}")
     return "\n".join(lines)
+
+
+def _go_default(flag: Flag) -> str:
+    """A default as Go's flag package prints it: quoted strings, ``true``, ``2m0s``."""
+    value = flag.default
+    if flag.kind == "str":
+        return f'"{value}"'
+    if flag.kind == "bool":
+        return "true" if value else "false"
+    if flag.kind == "duration":
+        minutes, seconds = divmod(int(value), 60)
+        hours, minutes = divmod(minutes, 60)
+        if hours:
+            return f"{hours}h{minutes}m{seconds}s"
+        return f"{minutes}m{seconds}s" if minutes else f"{seconds}s"
+    return str(value)
