@@ -491,7 +491,8 @@ def daemon_process(mesh: MeshSettings, *, transport: str, socket: str, hostname_
         if "{{" + var + "}}" in hostname:
             hostname = hostname.replace("{{" + var + "}}", f"$({env_name})")
             env.append({"name": env_name, "valueFrom": {"fieldRef": {"fieldPath": field}}})
-    args = ["-socket", socket, "-transport", transport, "-listen", f":{listen_port}"]
+    # the pod's app containers (or the node's pods) may run as any user: the daemon runs as DAEMON_UID
+    args = ["-socket", socket, "-socket-allow-uids", "any", "-transport", transport, "-listen", f":{listen_port}"]
     for flag, value in (("-registry", mesh.registry), ("-beacon", mesh.beacon), ("-compat-beacon", mesh.compat_url)):
         if value:
             args += [flag, value]

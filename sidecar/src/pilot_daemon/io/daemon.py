@@ -25,7 +25,7 @@ from ..proto.errors import CryptoError
 from . import clock, status
 from .beacon import BeaconClient
 from .conns import Conns
-from .ipc_server import IPCServer
+from .ipc_server import IPCServer, parse_allowed_uids
 from .peers import Peer, PeerTable
 from .registry_client import RegistryClient, RegistryUnavailable
 from .trust import TrustManager
@@ -74,7 +74,8 @@ class Daemon:
         self.trust.forget_peer = self.forget_peer
         self.trust.background = self.spawn
         from .ipc_ops import IPCOps   # the IPC verbs need the daemon; they live in their own module
-        self.ipc = IPCServer(settings["socket"], IPCOps(self))
+        self.ipc = IPCServer(settings["socket"], IPCOps(self),
+                             allowed_uids=parse_allowed_uids(settings["socket_allow_uids"]))
         self.udp: UDPSocket | None = None
         self.beacon: BeaconClient | None = None
         self.started = clock.now()

@@ -101,8 +101,21 @@ def peer_uid(sock: socket.socket) -> int | None:
     return struct.unpack("3i", creds)[1]
 
 
-def bind_atomically(path: str) -> socket.socket:
-    """A listening Unix socket at ``path``, mode 0600, that appears there in one rename."""
+def parse_allowed_uids(value: str) -> frozenset[int] | None:
+    """-socket-allow-uids: None = any UID; else the UIDs allowed (``same`` = this process's)."""
+    value = (value or "same").strip()
+    if value == "any":
+        return None
+    if value == "same":
+        return frozenset({os.getuid()})
+    try:
+        return frozenset({os.getuid(), *(int(u) for u in value.split(",") if u.strip())})
+    except ValueError:
+        raise ValueError(f"-socket-allow-uids {value!r}: use same, any, or UIDs separated by commas") from None
+
+
+def bind_atomically(path: str, mode: int = 0o600) -> socket.socket:
+    """A listening Unix socket at ``path`` (mode 0600 unless other UIDs may connect) that appears in one rename."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     if os.path.exists(path):
@@ -120,7 +133,7 @@ def bind_atomically(path: str) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(tmp)
-        os.chmod(tmp, 0o600)
+        os.chmod(tmp, mode)
         sock.listen(256)
         os.replace(tmp, path)
     except BaseException:
@@ -136,8 +149,10 @@ def bind_atomically(path: str) -> socket.socket:
 
 
 class IPCServer:
-    def __init__(self, path: str, handler: Handler, *, max_clients: int = MAX_CLIENTS) -> None:
+    def __init__(self, path: str, handler: Handler, *, max_clients: int = MAX_CLIENTS,
+                 allowed_uids: frozenset[int] | None = frozenset({os.getuid()})) -> None:
         self.path = path
+        self.allowed_uids = allowed_uids
         self.handler = handler
         self.max_clients = max_clients
         self.clients: dict[int, Client] = {}
@@ -145,7 +160,7 @@ class IPCServer:
         self.refused = 0
 
     async def start(self) -> None:
-        sock = bind_atomically(self.path)
+        sock = bind_atomically(self.path, 0o600 if self.allowed_uids == {os.getuid()} else 0o666)
         self._server = await asyncio.start_unix_server(self._serve, sock=sock, limit=READ_CHUNK)
 
     async def close(self) -> None:
@@ -159,7 +174,8 @@ class IPCServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
         uid = peer_uid(sock) if sock is not None else None
-        if (uid is not None and uid != os.getuid()) or len(self.clients) >= self.max_clients:
+        refused_uid = uid is not None and self.allowed_uids is not None and uid not in self.allowed_uids
+        if refused_uid or len(self.clients) >= self.max_clients:
             self.refused += 1
             log.warning("ipc connection refused", extra={"peer_uid": uid, "clients": len(self.clients)})
             writer.close()
