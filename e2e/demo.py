@@ -4,6 +4,7 @@
 2. the PilotMesh CRD, operator and injector (as local processes; the webhook is reached by URL);
 3. a PilotMesh, an annotated Deployment whose pods come out injected, and a pod in a default-deny
    namespace that gets the compat transport with the reason;
+4. two Python pilot-daemons registered with a local pilot-rendezvous exchanging pings and a message;
 then everything is torn down. `--keep` leaves it running and prints how to use and stop it.
 """
 from __future__ import annotations
@@ -20,7 +21,10 @@ from kubernetes import client
 from pilotmesh_controlplane import ControlPlane, Toolset, ToolsMissing, procs
 from pilotmesh_controlplane.local_pilotmesh import (OPERATOR_NS, LocalPilotMesh, ensure_crd, ensure_namespace,
                                                     wait_ready)
+from pilotmesh_controlplane.local_pilots import LocalPilots
 from pilotmesh_controlplane.tools import cache_dir
+from pilot_daemon.client import Client
+from pilot_daemon.proto.addr import Addr
 
 MESH = {"apiVersion": "pilot.io/v1alpha1", "kind": "PilotMesh", "metadata": {"name": "default"}, "spec": {}}
 DENY = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "egress-443-only"},
@@ -90,6 +94,32 @@ def show_mesh(api, local: LocalPilotMesh) -> None:
     print(f"  reason: {pod.metadata.annotations['pilot.io/transport-reason'][:300]}")
 
 
+def show_daemons(pilots: LocalPilots) -> None:
+    step("pilot-rendezvous and two Python pilot-daemons on 127.0.0.1")
+    pilots.start_rendezvous()
+    socks = {name: pilots.start_daemon(name) for name in ("demo-a", "demo-b")}
+    with Client(str(socks["demo-a"])) as a, Client(str(socks["demo-b"])) as b:
+        info_a, info_b = a.info(), b.info()
+        for info in (info_a, info_b):
+            print(f"  {info['hostname']}: address {info['address']}, node {info['node_id']}, "
+                  f"transport {info['transport']}")
+        peer = Addr.parse(info_b["address"])
+        conn = a.dial(peer, 7)   # the echo service, what `pilotctl ping` uses
+        for seq in range(3):
+            start = time.perf_counter()
+            a.send(conn, f"ping {seq}".encode())
+            echoed = a.recv(conn, len(f"ping {seq}"))
+            print(f"  ping {info_b['address']} seq={seq}: {echoed.decode()!r} in "
+                  f"{(time.perf_counter() - start) * 1000:.2f} ms (encrypted tunnel)")
+        a.close(conn)
+        b.bind(1000)
+        conn = a.dial(peer, 1000)
+        a.send(conn, b"hello from demo-a")
+        accepted = b.accept()
+        print(f"  demo-b accepted a stream from {accepted.remote}:{accepted.remote_port} on port 1000: "
+              f"{b.recv(accepted.conn_id, len(b'hello from demo-a')).decode()!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--keep", action="store_true", help="leave the cluster and PilotMesh running at the end")
@@ -107,20 +137,24 @@ def main(argv: list[str] | None = None) -> int:
     cp = ControlPlane(workdir, tools, nodes=2).up()
     print(f"  up in {time.monotonic() - started:.1f}s")
     local = LocalPilotMesh(cp.kubeconfig, workdir / "pilotmesh-logs")
+    pilots = LocalPilots(workdir / "pilots")
     try:
         api = kubernetes.config.new_client_from_config(config_file=str(cp.kubeconfig))
         show_cluster(cp, api)
         show_mesh(api, local)
+        show_daemons(pilots)
     except Exception:
         print(local.tails(20), file=sys.stderr)
         raise
     finally:
         if args.keep:
+            print(f"  pilot-daemon sockets: {pilots.workdir}/demo-a/pilot.sock, {pilots.workdir}/demo-b/pilot.sock")
             step(f"left running: export KUBECONFIG={cp.kubeconfig}; kubectl get pilotmesh; "
                  f"stop the operator (pid {local.operator_pid}) and injector (pid {local.injector_pid}) with kill, "
                  "then `pilotmesh-controlplane --name demo down`")
         else:
-            step("tearing down: operator, injector, then the control plane")
+            step("tearing down: daemons, rendezvous, operator, injector, then the control plane")
+            pilots.stop()
             local.stop()
             cp.down(remove=True)
             print("  every process stopped")
