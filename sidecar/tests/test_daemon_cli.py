@@ -35,8 +35,8 @@ def test_version_and_bad_invocations():
     assert version.returncode == 0 and version.stdout.startswith("1.18.0 ")
     unknown = run("-no-such-flag")
     assert unknown.returncode == 2 and "flag provided but not defined: -no-such-flag" in unknown.stderr
-    compat = run("-transport", "compat")
-    assert compat.returncode == 2 and "not yet supported" in compat.stderr
+    bogus = run("-transport", "carrier-pigeon")
+    assert bogus.returncode == 2 and "unknown -transport 'carrier-pigeon': use udp, compat or auto" in bogus.stderr
     level = run("-log-level", "loud")
     assert level.returncode == 2 and "use debug, info, warn or error" in level.stderr
 

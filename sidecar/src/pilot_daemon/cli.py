@@ -77,13 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"pilot-daemon: {exc}", file=sys.stderr)
         return 2
-    if settings["transport"] != "udp":
-        if settings["transport"] in ("compat", "auto"):
-            print(f"pilot-daemon: -transport {settings['transport']} is not yet supported by the PilotMesh daemon; "
-                  "use -transport udp", file=sys.stderr)
-        else:
-            print(f"pilot-daemon: unknown -transport {settings['transport']!r}: use udp, compat or auto",
-                  file=sys.stderr)
+    if settings["transport"] not in ("udp", "compat", "auto"):
+        print(f"pilot-daemon: unknown -transport {settings['transport']!r}: use udp, compat or auto",
+              file=sys.stderr)
         return 2
     for flag in config.FLAGS:
         if flag.ignored and flag.name in args.values:

@@ -69,6 +69,8 @@ FLAGS: tuple[Flag, ...] = (
     _F("tls-trust", "str", "system", "TLS trust store for -transport=compat: system or pinned"),
     _F("proxy", "str", "auto", "outbound proxy: auto, off or an http(s):// URL", "PILOT_PROXY"),
     _F("proxy-cmd", "str", "", "command whose output is the current proxy URL", "PILOT_PROXY_CMD"),
+    _F("transport-file", "str", "", "file holding the transport (udp, compat or auto), watched: a change "
+       "switches live (Kubernetes: the pilot.io/transport annotation via the downward API)", "PILOT_TRANSPORT_FILE"),
     _F("exit-on-file", "str", "", "exit 0 once this file exists (Jobs without native sidecars)"),
     _F("socket-allow-uids", "str", "same", "who may use the IPC socket: same (the daemon's UID, as upstream), "
        "any, or a comma-separated list of UIDs (a pod's app containers may run as other users)"),

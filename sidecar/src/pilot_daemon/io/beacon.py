@@ -13,6 +13,7 @@ log = logging.getLogger("pilot_daemon.beacon")
 
 class BeaconClient:
     def __init__(self, udp: UDPSocket, address: str) -> None:
+        """``udp`` is the link beacon messages go out on: the UDP socket, or the compat WebSocket."""
         self.udp = udp
         self.address = address
         self.endpoint: Endpoint | None = None
@@ -43,7 +44,7 @@ class BeaconClient:
         return self.observed
 
     def punch_request(self, requester: int, target: int) -> None:
-        if self.endpoint is not None:
+        if self.endpoint is not None and getattr(self.udp, "direct", True):   # compat: no hole punching
             self.udp.send(bp.punch_request(requester, target), self.endpoint)
 
     def relay(self, src: int, dst: int, frame: bytes) -> None:

@@ -28,6 +28,7 @@ from .conns import Conns
 from .ipc_server import IPCServer, parse_allowed_uids
 from .peers import Peer, PeerTable
 from .registry_client import RegistryClient, RegistryUnavailable
+from .transport import TransportManager
 from .trust import TrustManager
 from .udp import UDPSocket, join_host_port, split_host_port
 
@@ -76,8 +77,9 @@ class Daemon:
         from .ipc_ops import IPCOps   # the IPC verbs need the daemon; they live in their own module
         self.ipc = IPCServer(settings["socket"], IPCOps(self),
                              allowed_uids=parse_allowed_uids(settings["socket_allow_uids"]))
-        self.udp: UDPSocket | None = None
+        self.udp: UDPSocket | Any = None          # the current link: a UDPSocket or (compat) a CompatLink
         self.beacon: BeaconClient | None = None
+        self.transports = TransportManager(self, settings, dict(os.environ))
         self.started = clock.now()
         self.stopped = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
@@ -87,18 +89,12 @@ class Daemon:
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
-        self.udp = await UDPSocket.open(self.s["listen"], self._on_datagram, self._on_datagram_batch)
-        self.beacon = BeaconClient(self.udp, self.beacon_addr)
-        try:
-            await self.beacon.resolve()
-            self.beacon.discover(0)
-        except (OSError, ValueError) as exc:
-            log.warning("beacon %s unusable: %s (relay and STUN disabled)", self.beacon_addr, exc)
+        await self.transports.start()      # sets self.udp, self.beacon, self.transport
         await self.register()
         await self.ipc.start()
         log.info("daemon ready", extra={"node_id": self.node_id, "address": self.address,
                                         "endpoint": self.endpoint, "socket": self.s["socket"]})
-        for loop in (self._heartbeat_loop(), self._discover_loop(), self._trust_loop()):
+        for loop in (self._heartbeat_loop(), self._discover_loop(), self._trust_loop(), self.transports.watch()):
             self.spawn(loop)
 
     async def stop(self) -> None:
@@ -111,8 +107,7 @@ class Daemon:
         if self._timer is not None:
             self._timer.cancel()
         await self.registry.close()
-        if self.udp is not None:
-            self.udp.close()
+        self.transports.close()
         self.stopped.set()
 
     def spawn(self, coro: Coroutine) -> asyncio.Task:
@@ -128,6 +123,8 @@ class Daemon:
 
     # -- registry -------------------------------------------------------------------------------
     def _listen_addr(self) -> str:
+        if self.transport == "compat":
+            return "0.0.0.0:0"    # as the official compat daemon: relay-only, no endpoint
         fixed = self.s["advertise_endpoint"] or self.s["endpoint"]
         if fixed:
             return fixed
@@ -142,7 +139,8 @@ class Daemon:
         while True:
             listen_addr = self._listen_addr()
             msg = reg.register(self.identity.sign_b64, listen_addr, self.identity.public_b64, self.owner,
-                               status.COMPAT_VERSION, relay_only=self.s["relay_only"])
+                               status.COMPAT_VERSION,
+                               relay_only=self.s["relay_only"] or self.transport == "compat")
             try:
                 reply = await self.registry.request(msg)
                 break
@@ -164,7 +162,9 @@ class Daemon:
         self.address = str(Addr(0, node))
         self.endpoint = listen_addr
         log.info("daemon registered", extra={"node_id": node, "endpoint": listen_addr})
-        if self.beacon:
+        if self.transport == "compat":
+            await self.transports.after_register(node)
+        elif self.beacon:
             self.beacon.discover(node)
         await self._registry_best_effort(reg.set_visibility(self.identity.sign_b64, node, self.public))
         if self.hostname:
@@ -347,7 +347,7 @@ class Daemon:
             return
         self.counters.bytes_sent += len(frame)
         self.counters.pkts_sent += 1
-        if peer.relay or peer.endpoint is None:
+        if peer.relay or peer.endpoint is None or not getattr(self.udp, "direct", True):
             if self.beacon is not None:
                 self.beacon.relay(self.node_id, node, frame)
         else:
@@ -382,7 +382,7 @@ class Daemon:
         try:
             reply = await resolve
             real = reply.get("real_addr")
-            if reply.get("relay_only") or not isinstance(real, str) or not real:
+            if reply.get("relay_only") or not isinstance(real, str) or not real or self.transport == "compat":
                 raise reg.RegistryError("no direct endpoint")
             host, port = split_host_port(real)
             infos = await asyncio.get_running_loop().getaddrinfo(host, port)
@@ -391,6 +391,26 @@ class Daemon:
             log.debug("resolve %d: %s; using the beacon relay", node, exc)
             peer.relay = True
         self._start_key_exchange(peer)
+
+    def reset_paths(self) -> set[int]:
+        """The transport changed: forget every peer's path and tunnel key (the next packet resolves again);
+        returns the peers we were talking to."""
+        active = set()
+        for peer in self.peers.values():
+            if peer.encrypted or peer.queue or peer.key_waiters:
+                active.add(peer.node)
+            self.tunnel.drop_session(peer.node)
+            peer.endpoint, peer.relay = None, False
+            peer.encrypted = peer.authenticated = False
+            if peer.resolving is not None and not peer.resolving.done():
+                peer.resolving.cancel()
+            peer.resolving = None
+        return active
+
+    def rekey(self, nodes: set[int]) -> None:
+        """Key exchange now, over the current path, with these peers (after a transport switch)."""
+        for node in nodes:
+            self._ensure_tunnel(self.peers.get_or_add(node))
 
     async def send_handshake(self, peer: int, kind: str, *, justification: str = "", reason: str = "") -> bool:
         """One direct trust message to the peer's port 444 (False: not delivered; use the registry relay)."""

@@ -3,6 +3,8 @@
 TLS trust as the official daemon: ``pinned`` checks the SHA-256 of the server certificate (DER) against
 ``-registry-fingerprint``; ``system`` verifies against the CA store (``SSL_CERT_FILE``/``SSL_CERT_DIR``
 honoured by Python's ssl) with SNI. A broken connection is re-opened with exponential backoff.
+``configure()`` re-points the client (the transport switched: compat reaches the registry over TLS,
+maybe through a proxy, with ``dial``); the next request connects anew.
 """
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ import hashlib
 import hmac
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
 
 from ..proto import registry as reg
+from ..proto.proxy import ProxyRefused
 from .udp import split_host_port
 
 log = logging.getLogger("pilot_daemon.registry")
@@ -42,34 +46,59 @@ def normalize_fingerprint(text: str) -> str:
     return text.replace(":", "").strip().lower()
 
 
+class FingerprintMismatch(ssl.SSLError):
+    """The server's certificate is not the pinned one."""
+
+
+def check_fingerprint(writer: asyncio.StreamWriter, pinned: str, what: str) -> None:
+    """Raise ``FingerprintMismatch`` (closing the connection) unless the peer's DER cert hashes to ``pinned``."""
+    der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True) or b""
+    got = hashlib.sha256(der).hexdigest()
+    if not hmac.compare_digest(got, pinned):
+        writer.close()
+        raise FingerprintMismatch(f"TLS fingerprint mismatch for {what}: server has {got}, pinned {pinned}; "
+                                  "check -registry-fingerprint")
+
+
+Dial = Callable[..., Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+
+
 class RegistryClient:
     def __init__(self, address: str, *, tls: bool = False, trust: str = "pinned", fingerprint: str = "") -> None:
-        self.host, self.port = split_host_port(address)
-        self.ssl = tls_context(trust, fingerprint) if tls else None
-        self.fingerprint = normalize_fingerprint(fingerprint) if tls and trust == "pinned" else ""
         self._lock = asyncio.Lock()
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._backoff = 0.0
         self.requests = 0
         self.failures = 0
+        self.configure(address, tls=tls, trust=trust, fingerprint=fingerprint)
+
+    def configure(self, address: str, *, tls: bool, trust: str, fingerprint: str, dial: Dial | None = None) -> None:
+        """Point at ``address`` (raises ValueError for bad TLS settings); ``dial(host, port, tls=, timeout=)``
+        replaces the plain connect (e.g. through a proxy)."""
+        self.host, self.port = split_host_port(address)
+        self.ssl = tls_context(trust, fingerprint) if tls else None
+        self.fingerprint = normalize_fingerprint(fingerprint) if tls and trust == "pinned" else ""
+        self.dial = dial
+        self._backoff = 0.0
+        self._drop()
 
     async def _connect(self) -> None:
         if self._backoff:
             await asyncio.sleep(self._backoff)
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(
-                self.host, self.port, ssl=self.ssl, server_hostname=self.host if self.ssl else None), REQUEST_TIMEOUT)
-        except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+            if self.dial is not None:
+                reader, writer = await self.dial(self.host, self.port, tls=self.ssl, timeout=REQUEST_TIMEOUT)
+            else:
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(
+                    self.host, self.port, ssl=self.ssl, server_hostname=self.host if self.ssl else None),
+                    REQUEST_TIMEOUT)
+            if self.fingerprint:
+                check_fingerprint(writer, self.fingerprint, f"registry {self.host}:{self.port}")
+        except (OSError, asyncio.TimeoutError, ssl.SSLError, reg.RegistryError, ProxyRefused) as exc:
             self._backoff = min(BACKOFF_MAX, max(BACKOFF_MIN, self._backoff * 2))
+            if isinstance(exc, FingerprintMismatch):
+                raise RegistryUnavailable(str(exc)) from None
             raise RegistryUnavailable(f"cannot reach {self.host}:{self.port}: {exc or 'timeout'}") from None
-        if self.fingerprint:
-            der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True) or b""
-            got = hashlib.sha256(der).hexdigest()
-            if not hmac.compare_digest(got, self.fingerprint):
-                writer.close()
-                raise RegistryUnavailable(f"TLS fingerprint mismatch: server has {got}, pinned "
-                                          f"{self.fingerprint}; check -registry-fingerprint")
         self._reader, self._writer, self._backoff = reader, writer, 0.0
 
     def _drop(self) -> None:

@@ -38,6 +38,7 @@ def info(d: Any, uptime: float) -> dict:
         "accept_queue_drops": d.counters.accept_queue_drops, "webhook_queue_dropped": 0, "webhook_circuit_skips": 0,
         "relay_peer_count": sum(p.relay for p in known), "beacon_addr": d.beacon_addr, "motd": "",
         "features": list(ipc.FEATURES), "transport": d.transport,
+        "transport_path": d.transports.describe(),   # not in the official reply: the path in use
     }
 
 
