@@ -23,6 +23,7 @@ class Link:
     reorder: float = 0.0
     delay: float = 0.005
     jitter: float = 0.0
+    hold: float = 0.0            # chance a packet waits until the next one on the link has gone (lossy_relay.py)
     drop: object = None          # callable(packet) -> bool: drop this one (scripted loss)
     sent: int = 0
     dropped: int = 0
@@ -41,6 +42,7 @@ class Net:
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
         self._queue: list = []
+        self._held: dict[int, object] = {}
         self._n = 0
         self.events = {id(self.a): [], id(self.b): []}
         self.data: dict[tuple[int, int], bytearray] = {}
@@ -62,13 +64,17 @@ class Net:
                 if (link.drop is not None and link.drop(pkt)) or (link.loss and self.rng.random() < link.loss):
                     link.dropped += 1
                     continue
+                if link.hold and id(link) not in self._held and self.rng.random() < link.hold:
+                    self._held[id(link)] = pkt
+                    continue
                 copies = 2 if link.dup and self.rng.random() < link.dup else 1
-                for _ in range(copies):
+                late = self._held.pop(id(link), None)
+                for item in [pkt] * copies + ([late] if late is not None else []):
                     delay = link.delay + (self.rng.random() * link.jitter if link.jitter else 0.0)
                     if link.reorder and self.rng.random() < link.reorder:
                         delay += link.delay * 2
                     self._n += 1
-                    item = pk.decode(pkt.encode()) if self.wire else pkt
+                    item = pk.decode(item.encode()) if self.wire else item
                     heapq.heappush(self._queue, (self.now + delay, self._n, id(dst), item))
 
     def drain_events(self) -> None:

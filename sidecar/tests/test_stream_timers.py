@@ -22,7 +22,7 @@ def sent_times(net, direction, pred):
     return [round(t, 3) for t, d, p in net.log if d == direction and pred(p)]
 
 
-def test_rto_doubles_then_the_stream_resets_after_eight_transmissions():
+def test_two_probes_then_rto_doubling_then_reset_after_eight_transmissions():
     net = pair(0)
     client, server = established(net)
     net.keep_log = True
@@ -32,7 +32,11 @@ def test_rto_doubles_then_the_stream_resets_after_eight_transmissions():
     times = sent_times(net, "a>b", lambda p: p.payload)
     gaps = [round(b - a, 3) for a, b in zip(times, times[1:])]
     assert len(times) == 8
-    assert gaps[0] == 0.2 and all(g2 == min(2 * g1, 10.0) for g1, g2 in zip(gaps, gaps[1:]))
+    # handshake RTT 10 ms: SRTT 10 ms, RTTVAR 5 ms; PTO = SRTT + 4*RTTVAR + 40 ms (a lone segment waits
+    # out the peer's delayed ACK) = 70 ms, doubled for the second probe; then RTO 200 ms, doubling
+    pto = round(client.rtt.srtt + 4 * client.rtt.rttvar + 0.040, 3)
+    assert gaps[:2] == [pto, 2 * pto] == [0.07, 0.14]
+    assert gaps[2] == 0.2 and all(g2 == min(2 * g1, 10.0) for g1, g2 in zip(gaps[2:], gaps[3:]))
     assert client.closed_reason == "retransmission limit reached"
     assert net.log[-1][2].flags == Flag.RST
 

@@ -3,9 +3,10 @@
 Bytes throughout. Start values are the official 1.18 ones (``pkg/daemon/ports.go``):
 cwnd = 10 × 4096 = 40960 (``InitialCongWin``, IW10 of the 4096-byte ``MaxSegmentSize``),
 ssthresh = 512 KiB, cwnd capped at 1 MiB. Growth uses appropriate byte counting (RFC 3465) with
-the sender's real segment size: slow start adds min(acked, 2·SMSS) per ACK, avoidance
-SMSS·min(acked, SMSS)/cwnd. On loss (3 duplicate ACKs or SACK evidence) ssthresh = max(flight/2,
-2·SMSS) and cwnd = ssthresh once per episode (an episode ends when ``snd_una`` passes the
+the sender's real segment size: slow start adds min(acked, 2·SMSS) per ACK, avoidance one SMSS
+per cwnd of acknowledged bytes (so delayed ACKs do not halve the growth). On loss (duplicate
+ACKs, SACK or RACK evidence) ssthresh = max(FlightSize/2, 2·SMSS), FlightSize being all data
+outstanding, and cwnd = ssthresh once per episode (an episode ends when ``snd_una`` passes the
 recovery point); on a retransmission timeout cwnd drops to one segment (RFC 5681 loss window).
 """
 
@@ -17,7 +18,8 @@ MAX_CWND = 1024 * 1024
 
 
 class Congestion:
-    __slots__ = ("smss", "cwnd", "ssthresh", "in_recovery", "recovery_point", "loss_events", "timeouts")
+    __slots__ = ("smss", "cwnd", "ssthresh", "in_recovery", "recovery_point", "loss_events", "timeouts",
+                 "_avoid_acked")
 
     def __init__(self, smss: int, cwnd: int = INITIAL_CWND) -> None:
         self.smss = smss
@@ -27,6 +29,7 @@ class Congestion:
         self.recovery_point = 0
         self.loss_events = 0
         self.timeouts = 0
+        self._avoid_acked = 0
 
     def on_ack(self, acked: int, snd_una: int) -> None:
         """``acked`` bytes newly acknowledged; ``snd_una`` is the new cumulative point."""
@@ -41,7 +44,10 @@ class Congestion:
         if self.cwnd < self.ssthresh:
             self.cwnd += min(acked, 2 * self.smss)
         else:
-            self.cwnd += max(1, self.smss * min(acked, self.smss) // self.cwnd)
+            self._avoid_acked += acked
+            if self._avoid_acked >= self.cwnd:
+                self._avoid_acked -= self.cwnd
+                self.cwnd += self.smss
         if self.cwnd > MAX_CWND:
             self.cwnd = MAX_CWND
 

@@ -28,9 +28,11 @@ in a private netns (``pilotctl bench`` + ``info`` conn_list); src = pilot-protoc
   window: the sender probes with a pure ACK after 500 ms, doubling to 30 s.
 * ACKs (src, jf): pure ACK ``seq=snd_nxt ack=rcv_nxt window``; delayed by up to 40 ms or 2
   segments; out-of-order data is answered at once. SACK (``sack`` module) rides in the payload of
-  an ACK. The official sender counts a duplicate ACK only when the payload is empty, so our
-  receiver sends the first three duplicate ACKs of a hole plain (they trigger its fast
-  retransmit) and SACK blocks after that. Data packets piggyback the ACK.
+  an ACK. The official sender counts a duplicate ACK only when the payload is empty (and only
+  marks segments with SACK), the official receiver sends SACK on every out-of-order ACK. So our
+  receiver sends each of the first three duplicate ACKs of a hole twice, plain (for an official
+  sender's fast retransmit) and with SACK blocks (for a sender like ours), later ones with SACK
+  only. Data packets piggyback the ACK.
 * FIN (capture, src ``TestEarlyFINIsHeldUntilTheDataBeforeItArrives``): ``flags=FIN seq=snd_nxt
   ack=0 window=0``, sent once all data is acknowledged (or after a linger); a FIN is accepted only
   in order; the answer is ``FIN|ACK ack=FIN+1``, then TIME_WAIT (10 s). No half-close: a peer's FIN
@@ -38,7 +40,15 @@ in a private netns (``pilotctl bench`` + ``info`` conn_list); src = pilot-protoc
   closed is dropped unacknowledged. A FIN in TIME_WAIT is answered with a plain ACK.
 * RST (jf ``sendRST``): ``flags=RST`` with seq/ack/window 0; accepted in any state without a
   sequence check. Sent after 8 transmissions of one segment, after 3 unanswered keepalives.
-* RTO per RFC 6298 (``rtt``), Karn's rule, backoff; congestion control in ``congestion``.
+* Loss detection is the sender's own business (nothing on the wire changes): the SACK
+  scoreboard, RACK (``rack``, RFC 8985: lost when a later-sent segment arrived and a reordering
+  window passed; finds lost retransmissions), three plain duplicate ACKs (RFC 5681, while no
+  reordering was seen), and probes (PTO, RFC 8985 §7 / RFC 9002 §6.2): one segment past cwnd
+  (a queued resend, new data, or the newest outstanding segment) max(2·SRTT, SRTT+4·RTTVAR)
+  capped at 8 least RTTs (>= 10 ms, +40 ms for a lone segment with nothing new to send) after
+  the last ACK, doubling, at most four. The RTO per RFC 6298 (``rtt``: Karn, backoff, 200 ms
+  floor) and its collapse of cwnd to one segment only come when probes stay unanswered;
+  congestion control in ``congestion``.
 * Keepalive (jf ``idleSweepLoop``): after 60 s without traffic a pure ACK probe, repeated every
   15 s; the third unanswered one is followed by RST. 120 s idle closes with FIN.
 """
@@ -56,6 +66,7 @@ from .addr import SocketAddr
 from .congestion import Congestion
 from .errors import LocalProtocolError
 from .packet import Flag, Packet, Proto
+from .rack import Rack
 from .rtt import RttEstimator
 
 _SYN, _ACK, _FIN, _RST = int(Flag.SYN), int(Flag.ACK), int(Flag.FIN), int(Flag.RST)
@@ -70,6 +81,9 @@ MAX_OOO_SEGMENTS = 4096
 DUP_THRESH = 3
 DELAYED_ACK_TIMEOUT = 0.040
 DELAYED_ACK_SEGMENTS = 2
+MIN_PTO = 0.010
+MAX_PROBES = 4
+PTO_MIN_RTTS = 8
 NAGLE_TIMEOUT = 0.040
 SYN_RTO = 1.0
 SYN_RTO_MAX = 8.0
@@ -200,10 +214,13 @@ class Stream:
         self._flight = 0             # bytes outstanding, neither SACKed nor marked lost
         self._short_inflight = 0     # unSACKed outstanding segments shorter than mss (Nagle)
         self._lostq: deque[_Seg] = deque()
-        self._loss_scan = 0
+        self._retx_live = 0          # outstanding segments sent more than once
+        self.rack = Rack()
+        self._pto_count = 0          # probes sent since the last ACK that delivered something
+        self._tlp_new = False        # the probe is new data: one segment past cwnd
         self._high_sacked = 0
         self._sack_walked: dict[int, int] = {}
-        self._dupacks = 0
+        self._dupacks = 0            # duplicate ACKs without SACK blocks since snd_una last moved
         self.peer_window = -1        # free slots the peer advertised; -1 before the first one
         self._closing = False
         self._fin_sent = False
@@ -224,6 +241,8 @@ class Stream:
         self._syn_tries = 0
         self._syn_sent_at = now
         self._rto_deadline: float | None = None
+        self._pto_deadline: float | None = None
+        self._reo_deadline: float | None = None
         self._ack_deadline: float | None = None
         self._nagle_deadline: float | None = None
         self._probe_deadline: float | None = None
@@ -320,8 +339,9 @@ class Stream:
         return out
 
     def get_timer(self) -> float | None:
-        timers = [t for t in (self._syn_deadline, self._rto_deadline, self._ack_deadline, self._nagle_deadline,
-                              self._probe_deadline, self._linger_deadline, self._end_deadline, self._ka_next)
+        timers = [t for t in (self._syn_deadline, self._rto_deadline, self._pto_deadline, self._reo_deadline,
+                              self._ack_deadline, self._nagle_deadline, self._probe_deadline,
+                              self._linger_deadline, self._end_deadline, self._ka_next)
                   if t is not None]
         return min(timers) if timers else None
 
@@ -336,6 +356,13 @@ class Stream:
             self._on_syn_timeout(now)
         if self._rto_deadline is not None and now >= self._rto_deadline:
             self._on_rto(now)
+        if self._reo_deadline is not None and now >= self._reo_deadline:
+            self._reo_deadline = None
+            self._detect_losses(now)
+            if self._pto_deadline is None:
+                self._arm_pto(now)
+        if self._pto_deadline is not None and now >= self._pto_deadline:
+            self._on_pto(now)
         if self._ack_deadline is not None and now >= self._ack_deadline:
             self._ack_now = True
         if self._nagle_deadline is not None and now >= self._nagle_deadline:
@@ -439,8 +466,8 @@ class Stream:
 
     def _finish(self, reason: str, state: StreamState) -> None:
         self.state = state
-        for name in ("_syn_deadline", "_rto_deadline", "_ack_deadline", "_nagle_deadline", "_probe_deadline",
-                     "_linger_deadline", "_ka_next"):
+        for name in ("_syn_deadline", "_rto_deadline", "_pto_deadline", "_reo_deadline", "_ack_deadline",
+                     "_nagle_deadline", "_probe_deadline", "_linger_deadline", "_ka_next"):
             setattr(self, name, None)
         self._end_deadline = None
         self._ack_now = False
@@ -568,27 +595,41 @@ class Stream:
                 self._probe_deadline = None
                 self._probe_interval = ZERO_WINDOW_PROBE
             self.peer_window = pkt.window
-        self._process_ack(pkt.ack, now, dup_candidate=(not payload or blocks is not None) and window_same)
+        self._process_ack(pkt.ack, now, dup_candidate=(not payload or blocks is not None) and window_same,
+                          plain=not payload)
         if blocks is not None:
             self.stats["sack_recv"] += len(blocks)
             self._process_sack(blocks, now)
-        elif payload:
+        if self._high_sacked > self.snd_una or self._retx_live or self._dupacks:
+            self._detect_losses(now)
+        if self._pto_count == 0 and self._pto_deadline is None and self._rto_deadline is not None:
+            self._arm_pto(now)
+        if blocks is None and payload:
             if self.state is StreamState.ESTABLISHED:
                 self._receive_data(pkt.seq, payload, now)
-        elif self._last_adv == 0 and self._recv_window() > 0:
+        elif not payload and self._last_adv == 0 and self._recv_window() > 0:
             self._ack_now = True   # a probe while our window was shut: tell it the window is open
 
-    def _process_ack(self, wire_ack: int, now: float, *, dup_candidate: bool) -> None:
+    def _process_ack(self, wire_ack: int, now: float, *, dup_candidate: bool, plain: bool = False) -> None:
         una = self.snd_una
         ack = una + _s32(wire_ack - self._snd_wire(una))
         if ack < una or ack > self.snd_nxt + self._fin_sent:
             return
         if ack == una:
-            if dup_candidate and self._qh < len(self._q):
-                self._dupacks += 1
+            q = self._q
+            if dup_candidate and self._qh < len(q):
                 self.stats["dup_acks"] += 1
-                if self._dupacks == DUP_THRESH:
-                    self._mark_head_lost()
+                if plain:
+                    # no SACK blocks (a receiver that leaves them out, or whose SACK twin got lost,
+                    # see _send_ack): the n-th duplicate most likely answers the n-th segment after
+                    # the hole; the third marks the hole lost (RFC 5681) unless reordering was seen
+                    self._dupacks += 1
+                    self._pto_count = 0
+                    k = self._qh + self._dupacks
+                    if k < len(q) and q[k].tx == 1:
+                        self.rack.inferred(q[k].sent_at, q[k].end, now)
+                    if self._dupacks == DUP_THRESH and not self.rack.reordering_seen:
+                        self._mark_head_lost()
             return
         q = self._q
         i = self._qh
@@ -596,10 +637,15 @@ class Stream:
         acked = 0
         sample = 0.0
         karn = True    # Karn: an ACK that may answer a retransmission gives no RTT sample
+        last = None    # the newest segment this ACK delivers (RACK needs one per ACK, not each)
+        rack = self.rack
         while i < n and q[i].end <= ack:
             seg = q[i]
             if seg.tx > 1:
                 karn = False
+                self._retx_live -= 1
+                if not seg.sacked:
+                    rack.delivered(seg.sent_at, seg.end, seg.tx, now, self.snd_nxt)
             if not seg.sacked:
                 if not seg.lost:
                     self._flight -= seg.end - seg.start
@@ -608,11 +654,13 @@ class Stream:
                 acked += seg.end - seg.start
                 if seg.sent_at > sample:
                     sample = seg.sent_at
+                last = seg
             i += 1
+        if last is not None and last.tx == 1:
+            rack.delivered(last.sent_at, last.end, 1, now, self.snd_nxt)
         self._qh = i
         if i > 256 and i * 2 > n:
             del q[:i]
-            self._loss_scan = max(0, self._loss_scan - i)
             self._qh = 0
         self.snd_una = min(ack, self.snd_nxt)
         if self._fin_sent and ack == self.snd_nxt + 1:
@@ -620,16 +668,24 @@ class Stream:
             if self.state is StreamState.FIN_WAIT and self._end_deadline is None:
                 self._end_deadline = now + self._time_wait
         self._dupacks = 0
+        self._pto_count = 0
         self._sack_walked.clear()
         if self._high_sacked < self.snd_una:
             self._high_sacked = self.snd_una
         if karn and sample:
             self.rtt.sample(now - sample)
         self.rtt.reset_backoff()
-        self.cc.on_ack(acked, self.snd_una)
+        cc = self.cc
+        if cc.in_recovery and self.snd_una >= cc.recovery_point:
+            rack.recovery_done()
+        cc.on_ack(acked, self.snd_una)
         self._trim_send_buffer()
         outstanding = self._qh < len(q) or (self._fin_sent and not self._fin_acked)
-        self._rto_deadline = now + self.rtt.rto if outstanding else None
+        if outstanding:
+            self._rto_deadline = now + self.rtt.rto
+            self._arm_pto(now)
+        else:
+            self._rto_deadline = self._pto_deadline = self._reo_deadline = None
 
     def _trim_send_buffer(self) -> None:
         drop = self.snd_una - self._sbuf_base
@@ -642,10 +698,12 @@ class Stream:
         base = self._snd_wire(una)
         q = self._q
         n = len(q)
+        rack = self.rack
+        nxt = self.snd_nxt
         for wl, wr in blocks:
             left = una + _s32(wl - base)
             right = una + _s32(wr - base)
-            if right <= una or right <= left or right > self.snd_nxt:
+            if right <= una or right <= left or right > nxt:
                 continue
             start = max(left, una, self._sack_walked.get(left, una))
             i = bisect_left(q, start, self._qh, n, key=_START)
@@ -665,13 +723,15 @@ class Stream:
                         karn = False
                     elif seg.sent_at > sample:
                         sample = seg.sent_at
+                    rack.delivered(seg.sent_at, seg.end, seg.tx, now, nxt)
+                    self._pto_count = 0
+                    self._pto_deadline = None
                 i += 1
             self._sack_walked[left] = right
             if right > self._high_sacked:
                 self._high_sacked = right
                 if karn and sample:
                     self.rtt.sample(now - sample)
-        self._detect_losses()
 
     def _mark_lost(self, seg: _Seg) -> None:
         seg.lost = True
@@ -681,34 +741,104 @@ class Stream:
     def _mark_head_lost(self) -> None:
         q = self._q
         head = q[self._qh]
-        if not head.sacked and not head.lost and self._loss_scan <= self._qh:
+        if not head.sacked and not head.lost:
             self._mark_lost(head)
-            self._loss_scan = self._qh + 1
+            self._enter_recovery()
+
+    def _enter_recovery(self) -> None:
+        """Lost segments were found: one window reduction per episode, and the first resend goes at once."""
+        if self.cc.on_loss(self.snd_nxt - self.snd_una, self.snd_una, self.snd_nxt):
             self.stats["fast_retx"] += 1
             self._force_retx = True
-            self.cc.on_loss(self._flight + head.end - head.start, self.snd_una, self.snd_nxt)
 
-    def _detect_losses(self) -> None:
-        """RFC 6675 IsLost: an unSACKed segment with DupThresh segments' worth SACKed above it."""
-        limit = self._high_sacked - DUP_THRESH * self.mss
+    def _detect_losses(self, now: float) -> None:
+        """RACK (RFC 8985 §6.2 step 5): a segment is lost when one sent after it was delivered and
+        ``rack.rtt + reo_wnd`` has passed since it was sent; the earliest undecided one arms a timer."""
+        rack = self.rack
+        if rack.xmit_ts < 0:
+            return
+        horizon = rack.rtt + rack.reo_wnd(self.rtt.srtt or rack.rtt, in_recovery=self.cc.in_recovery)
+        xmit_ts, ref_end = rack.xmit_ts, rack.end
         q = self._q
-        i = max(self._loss_scan, self._qh)
-        n = len(q)
-        flight = self._flight
+        timeout = 0.0
         found = False
-        while i < n and q[i].end <= limit:
+        for i in range(self._qh, len(q)):
             seg = q[i]
-            if not seg.sacked and not seg.lost:
+            if seg.sacked or seg.lost:
+                continue
+            sent_at = seg.sent_at
+            if not (xmit_ts > sent_at or (xmit_ts == sent_at and ref_end > seg.end)):
+                if seg.tx == 1:
+                    break      # first transmissions go out in order: all later ones are newer still
+                continue
+            remaining = sent_at + horizon - now
+            if remaining <= 1e-9:
                 self._mark_lost(seg)
                 found = True
-            i += 1
-        self._loss_scan = i
-        if found and self.cc.on_loss(flight, self.snd_una, self.snd_nxt):
-            self.stats["fast_retx"] += 1
-            self._force_retx = True
+            elif remaining > timeout:
+                timeout = remaining
+        self._reo_deadline = now + timeout if timeout else None
+        if found:
+            self._enter_recovery()
+
+    def _arm_pto(self, now: float) -> None:
+        """Probe timeout (RFC 8985 §7, RFC 9002 §6.2): SRTT-scaled, doubling per unanswered probe;
+        the RTO (and its window collapse) is left for when probes stay unanswered longer than it."""
+        srtt = self.rtt.srtt
+        if srtt is None or self._pto_count >= MAX_PROBES or self._qh >= len(self._q) or self._rto_deadline is None:
+            self._pto_deadline = None
+            return
+        # SRTT swells when ACKs are held back (reordering that waits for the next packet); the
+        # probe is one segment and leaves cwnd alone, so cap it at a few least round trips
+        pto = min(max(2 * srtt, srtt + 4 * self.rtt.rttvar), PTO_MIN_RTTS * self.rack.min_rtt)
+        pto = max(pto, MIN_PTO)
+        if self._flight <= self.mss and self._sbuf_base + len(self._sbuf) <= self.snd_nxt:
+            pto += DELAYED_ACK_TIMEOUT     # a lone segment waits out the peer's delayed ACK, unless
+                                           # the probe is new data (which makes the peer ACK at once)
+        at = now + pto * (1 << self._pto_count)
+        self._pto_deadline = at if at < self._rto_deadline else None
+
+    def _on_pto(self, now: float) -> None:
+        """Send one probe past cwnd: the first segment waiting to be resent, else new data, else the
+        newest outstanding segment (RFC 8985 §7.3). Its answer feeds RACK; cwnd is untouched."""
+        self._pto_deadline = None
+        q = self._q
+        if self._qh >= len(q) or self.state not in (StreamState.ESTABLISHED, StreamState.FIN_WAIT):
+            return
+        self._pto_count += 1
+        lostq = self._lostq
+        while lostq:
+            seg = lostq.popleft()
+            if seg.lost and not seg.sacked and seg.end > self.snd_una:
+                seg.lost = False
+                self._flight += seg.end - seg.start
+                self._resend(seg, now)
+                break
+        else:
+            limit = self.max_outstanding if not 0 <= self.peer_window < self.max_outstanding else self.peer_window
+            if self._sbuf_base + len(self._sbuf) > self.snd_nxt and len(q) - self._qh < limit:
+                self._tlp_new = True       # _fill sends it
+            else:
+                for i in range(len(q) - 1, self._qh - 1, -1):
+                    seg = q[i]
+                    if not seg.sacked and not seg.lost:
+                        self._resend(seg, now)
+                        break
+        self._rto_deadline = now + self.rtt.rto
+        self._arm_pto(now)
+
+    def _resend(self, seg: _Seg, now: float) -> None:
+        if seg.tx == 1:
+            self._retx_live += 1
+        seg.tx += 1
+        seg.sent_at = now
+        self.stats["retransmits"] += 1
+        self._out.append(self._packet(_ACK, self._snd_wire(seg.start), self._rcv_wire(self.rcv_nxt), seg.data))
 
     def _on_rto(self, now: float) -> None:
         q = self._q
+        self._pto_deadline = self._reo_deadline = None
+        self._pto_count = MAX_PROBES       # after a timeout only the RTO runs until an ACK delivers
         if self._qh >= len(q):
             if self._fin_sent and not self._fin_acked:
                 if self._fin_tx >= MAX_RETX_ATTEMPTS:
@@ -725,7 +855,7 @@ class Stream:
         if head.tx >= MAX_RETX_ATTEMPTS:
             self._give_up()
             return
-        self.cc.on_timeout(self._flight, self.snd_nxt, first=head.tx == 1)
+        self.cc.on_timeout(self.snd_nxt - self.snd_una, self.snd_nxt, first=head.tx == 1)
         self.rtt.backoff()
         self._dupacks = 0
         for seg in q[self._qh:]:
@@ -738,7 +868,6 @@ class Stream:
             if head.end - head.start < self.mss:
                 self._short_inflight += 1
         self._lostq = deque(seg for seg in q[self._qh:] if seg.lost)
-        self._loss_scan = len(q)
         self._rto_deadline = now + self.rtt.rto
 
     def _give_up(self) -> None:
@@ -827,16 +956,19 @@ class Stream:
         self._ack_now = False
         self._ack_pending = 0
         self._ack_deadline = None
-        payload = b""
+        seq, ack = self._snd_wire(self.snd_nxt + self._fin_sent), self._rcv_wire(self.rcv_nxt)
         if self._ooo:
             if self._hole_at != self.rcv_nxt:
                 self._hole_at = self.rcv_nxt
                 self._hole_dups = 0
             self._hole_dups += 1
-            if self._hole_dups > DUP_THRESH:
-                payload = self._sack_payload()
-        self._out.append(self._packet(_ACK, self._snd_wire(self.snd_nxt + self._fin_sent),
-                                      self._rcv_wire(self.rcv_nxt), payload))
+            if self._hole_dups <= DUP_THRESH:
+                # an official sender counts only empty ACKs as duplicates: the first three of a hole
+                # also go plain, so its fast retransmit fires; the SACK twin is for senders like ours
+                self._out.append(self._packet(_ACK, seq, ack))
+            self._out.append(self._packet(_ACK, seq, ack, self._sack_payload()))
+        else:
+            self._out.append(self._packet(_ACK, seq, ack))
 
     def _sack_payload(self) -> bytes:
         ranges = sorted((k, k + len(v)) for k, v in self._ooo.items())
@@ -847,7 +979,6 @@ class Stream:
     # --- sending data -------------------------------------------------------------------------
 
     def _fill(self, now: float) -> None:
-        out = self._out
         cwnd = self.cc.cwnd
         ack = self._rcv_wire(self.rcv_nxt)
         sent_any = False
@@ -858,11 +989,8 @@ class Stream:
             if not seg.lost or seg.sacked or seg.end <= self.snd_una:
                 continue
             seg.lost = False
-            seg.tx += 1
-            seg.sent_at = now
             self._flight += seg.end - seg.start
-            self.stats["retransmits"] += 1
-            out.append(self._packet(_ACK, self._snd_wire(seg.start), ack, seg.data))
+            self._resend(seg, now)
             sent_any = True
         unsent = self._sbuf_base + len(self._sbuf) - self.snd_nxt
         if unsent > 0:
@@ -872,6 +1000,8 @@ class Stream:
             self._ack_deadline = None
             if self._rto_deadline is None:
                 self._rto_deadline = now + self.rtt.rto
+            if self._pto_deadline is None:
+                self._arm_pto(now)
         if self._closing and not self._fin_sent:
             self._maybe_send_fin(now)
 
@@ -885,6 +1015,8 @@ class Stream:
         cwnd = self.cc.cwnd
         # limited transmit (RFC 3042): a new segment per early duplicate ACK keeps the ACK clock going
         extra = self._dupacks * mss if self._dupacks < DUP_THRESH and not self.cc.in_recovery else 0
+        probe = self._tlp_new          # a probe carrying new data (RFC 8985 §7.3): one segment past cwnd
+        self._tlp_new = False
         sbuf = self._sbuf
         base = self._sbuf_base
         window = self._advertise()
@@ -896,8 +1028,9 @@ class Stream:
                     self._probe_deadline = now + self._probe_interval
                 break
             size = mss if unsent >= mss else unsent
-            if self._flight and self._flight + size > cwnd + extra:
+            if self._flight and self._flight + size > cwnd + extra and not probe:
                 break
+            probe = False
             if size < mss and not (self.nodelay or self._closing or self._nagle_expired):
                 if self._short_inflight > 0:
                     if self._nagle_deadline is None:
