@@ -97,8 +97,9 @@ class PodLab:
             assert d.proc.poll() is None, f"our pilot-daemon {name} exited: {d.log.read_text()[-3000:]}"
         return d
 
-    def official_udp(self, name: str):
-        return self.officials(name, self.rdv.registry, self.rdv.beacon, "-listen", f"{RDV_IP}:0", "-public")
+    def official_udp(self, name: str, port: int = 4000):
+        """A fixed port: with a specific -listen host the official daemon registers the flag's port (0) as is."""
+        return self.officials(name, self.rdv.registry, self.rdv.beacon, "-listen", f"{RDV_IP}:{port}", "-public")
 
     def official_compat(self, name: str):
         return self.officials(name, f"{REG}:{TLS_PORT}", self.rdv.beacon, *COMPAT_FLAGS, "-public",

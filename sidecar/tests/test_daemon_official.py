@@ -48,6 +48,8 @@ def pair(rendezvous, official_daemons, our_daemons):
 def test_info_and_health_have_the_official_shapes(pair):
     official, ours = pair
     info_off, info_ours = registered(official), registered(ours)
+    # one documented addition: transport_path (the path in use: udp socket or compat WebSocket and proxy)
+    assert info_ours.pop("transport_path").startswith("udp ")
     assert shape(info_ours) == shape(info_off)
     assert info_ours["hostname"] == "node-ours" and info_ours["address"] == str(Addr(0, info_ours["node_id"]))
     assert info_ours["features"] == info_off["features"] and info_ours["transport"] == "udp"

@@ -41,6 +41,7 @@ PUNCH_BURST = 3
 KEY_WAIT = 10.0
 DRAIN_TIMEOUT = 5.0
 HANDSHAKE_DIAL_TIMEOUT = 5.0
+RELAY_AFTER_DIRECT_SILENCE = 3.0   # relayed frames from a peer silent on its direct path: answer by relay
 
 
 class DaemonError(Exception):
@@ -268,10 +269,11 @@ class Daemon:
 
     def _note_path(self, peer: Peer, addr: Any, relay: bool) -> None:
         if not relay and addr:
+            peer.direct_rx = clock.now()
             if addr != peer.endpoint or peer.relay:
                 peer.endpoint, peer.relay = tuple(addr)[:2], False
-        elif relay and peer.endpoint is None:
-            peer.relay = True
+        elif relay and (peer.endpoint is None or clock.now() - peer.direct_rx > RELAY_AFTER_DIRECT_SILENCE):
+            peer.relay = True     # the peer now talks only through the beacon (e.g. it switched to compat)
 
     async def _provide_identity(self, node: int) -> None:
         key = await self.lookup_key(node)
@@ -393,18 +395,20 @@ class Daemon:
         self._start_key_exchange(peer)
 
     def reset_paths(self) -> set[int]:
-        """The transport changed: forget every peer's path and tunnel key (the next packet resolves again);
-        returns the peers we were talking to."""
+        """The transport changed: forget every peer's path (compat: all relayed; udp: resolved again) and
+        every tunnel key. A fresh X25519 key makes each peer re-key with us over the new path: the official
+        daemon treats a repeated key as a keepalive and keeps sending to the old endpoint. Returns the peers
+        we were talking to, for ``rekey``."""
+        relay = self.transport == "compat"
+        self.tunnel.rotate_key()
         active = set()
         for peer in self.peers.values():
-            if peer.encrypted or peer.queue or peer.key_waiters:
-                active.add(peer.node)
-            self.tunnel.drop_session(peer.node)
-            peer.endpoint, peer.relay = None, False
-            peer.encrypted = peer.authenticated = False
             if peer.resolving is not None and not peer.resolving.done():
                 peer.resolving.cancel()
-            peer.resolving = None
+            if peer.encrypted or peer.queue:
+                active.add(peer.node)
+            peer.endpoint, peer.relay, peer.resolving = None, relay, None
+            peer.encrypted = peer.authenticated = False
         return active
 
     def rekey(self, nodes: set[int]) -> None:

@@ -19,6 +19,7 @@ class Peer:
     authenticated: bool = False
     encrypted: bool = False
     last_rx: float = 0.0
+    direct_rx: float = 0.0     # last frame straight from ``endpoint`` (not relayed)
     queue: deque[bytes] = field(default_factory=lambda: deque(maxlen=MAX_QUEUED))
     resolving: asyncio.Task | None = None
     key_waiters: list[asyncio.Future] = field(default_factory=list)

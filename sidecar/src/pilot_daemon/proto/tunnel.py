@@ -359,6 +359,15 @@ class TunnelSession:
         self._last_decrypt.pop(peer_node, None)
         self._last_reply.pop(peer_node, None)
 
+    def rotate_key(self) -> None:
+        """A fresh X25519 key and no sessions: every peer sees a new key exchange (the official daemon
+        ignores one that repeats the current key)."""
+        if self._x25519 is not None:
+            self._x25519 = X25519PrivateKey.generate()
+            self._x25519_public = crypto.public_bytes(self._x25519)
+        for table in (self._peers, self._pending, self._gave_up, self._last_decrypt, self._last_reply):
+            table.clear()
+
     @property
     def x25519_public(self) -> bytes:
         return self._x25519_public
