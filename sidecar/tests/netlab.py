@@ -13,13 +13,14 @@ import os
 import re
 import secrets
 import subprocess
+import sys
 from pathlib import Path
 
 from daemon_harness import OurDaemon
 from pilot_harness import NetNS, Rendezvous, missing, wait_for
 
 RDV_IP, POD_IP = "10.77.0.1", "10.77.0.2"
-REG, BEA, TLS_PORT = "registry.pilot.test", "beacon.pilot.test", 443
+REG, BEA, TLS_PORT, PROXY_PORT = "registry.pilot.test", "beacon.pilot.test", 443, 3128
 COMPAT_FLAGS = ("-transport", "compat", "-compat-beacon", f"wss://{BEA}/v1/compat")
 
 
@@ -63,11 +64,11 @@ class PodLab:
         assert proc.returncode == 0, proc.stderr
         return proc.stdout
 
-    def only_443(self) -> None:
-        """Default-deny egress: loopback and TCP to the rendezvous' 443 only; UDP and the rest dropped."""
+    def only_443(self, port: int = TLS_PORT) -> None:
+        """Default-deny egress: loopback and TCP to ``port`` (443) of the rendezvous side only; the rest dropped."""
         self.ipt("-F", "OUTPUT")
         self.ipt("-A", "OUTPUT", "-o", "lo", "-j", "ACCEPT")
-        self.ipt("-A", "OUTPUT", "-p", "tcp", "-d", RDV_IP, "--dport", str(TLS_PORT), "-j", "ACCEPT")
+        self.ipt("-A", "OUTPUT", "-p", "tcp", "-d", RDV_IP, "--dport", str(port), "-j", "ACCEPT")
         self.ipt("-A", "OUTPUT", "-p", "udp", "-j", "DROP")
         self.ipt("-A", "OUTPUT", "-j", "DROP")
 
@@ -104,6 +105,17 @@ class PodLab:
     def official_compat(self, name: str):
         return self.officials(name, f"{REG}:{TLS_PORT}", self.rdv.beacon, *COMPAT_FLAGS, "-public",
                               env={"SSL_CERT_FILE": self.ca, "PILOT_REGISTRY": self.rdv.registry})
+
+    def start_proxy(self, credentials: str = "", port: int = PROXY_PORT) -> Path:
+        """connect_proxy.py on the rendezvous side; returns its state dir (credentials, deny, log)."""
+        state = self.dir / "proxy"
+        state.mkdir(exist_ok=True)
+        (state / "credentials").write_text(credentials)
+        proc = self.r.spawn([sys.executable, str(Path(__file__).with_name("connect_proxy.py")), f"{RDV_IP}:{port}",
+                             str(state)], log=state / "log")
+        wait_for(lambda: proc.poll() is not None or b"listening" in (state / "log").read_bytes(), 10, "the proxy")
+        assert proc.poll() is None, (state / "log").read_text()
+        return state
 
     def close(self) -> None:
         self.p.close()
