@@ -456,6 +456,7 @@ class _Plan:
                                    listen_port=0 if host_network else mesh.udp_port, state_dir=STATE_MOUNT)
         if not opts.native and self.spec.get("restartPolicy") in RUN_TO_COMPLETION:
             args += ["-exit-on-file", contract.EXIT_FILE]
+        args += ["-transport-file", contract.TRANSPORT_FILE]   # the annotation, live: the daemon switches on change
         probe = ["python3", "-c", PROBE_SCRIPT, contract.SOCKET_PATH]
         container: dict[str, Any] = {
             "name": contract.DAEMON_CONTAINER, "image": opts.image, "imagePullPolicy": mesh.image_pull_policy,
