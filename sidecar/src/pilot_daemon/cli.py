@@ -2,6 +2,7 @@
 
 Settings: flags > ``PILOT_*`` environment > ``-config`` / ``~/.pilot/config.json`` > defaults. SIGTERM or
 SIGINT drain and exit 0; ``-exit-on-file PATH`` exits 0 once PATH exists (Jobs without native sidecars).
+``pilot-daemon service systemd|launchd [--install] [flags...]`` prints or installs a service definition.
 """
 from __future__ import annotations
 
@@ -61,6 +62,9 @@ async def run(settings: dict) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["service"]:     # pilot-daemon service systemd|launchd [--install] [flags...]
+        from .service_cli import main as service_main
+        return service_main(argv[1:])
     try:
         args, settings = load_settings(argv, dict(os.environ))
     except config.ConfigError as exc:
