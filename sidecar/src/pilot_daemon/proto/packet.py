@@ -111,17 +111,33 @@ def checksum(data: bytes | memoryview) -> int:
     return zlib.crc32(view[HEADER_SIZE:], crc)
 
 
+def _addr(network: int, node: int) -> Addr:
+    """An address from the wire (always in range), shared between packets: one lookup, no validation."""
+    key = network << 32 | node
+    addr = _ADDRS.get(key)
+    if addr is None:
+        if len(_ADDRS) >= _ADDR_CACHE:
+            _ADDRS.clear()
+        addr = _ADDRS[key] = Addr(network, node)
+    return addr
+
+
+_ADDRS: dict[int, Addr] = {}
+_ADDR_CACHE = 4096
+
+
 def decode(data: bytes) -> Packet:
     """Parse and validate one packet; raises a ``PacketError`` subclass on bad input."""
-    if len(data) < HEADER_SIZE:
-        raise PacketTooShort(f"packet too short: {len(data)} bytes (min {HEADER_SIZE})")
+    size = len(data)
+    if size < HEADER_SIZE:
+        raise PacketTooShort(f"packet too short: {size} bytes (min {HEADER_SIZE})")
     (vf, proto, length, src_net, src_node, dst_net, dst_node, src_port, dst_port,
      seq, ack, window, wire_checksum) = _HEADER.unpack_from(data)
     total = HEADER_SIZE + length
-    if len(data) < total:
-        raise PacketTruncated(f"packet truncated: have {len(data)} bytes, need {total}")
-    view = memoryview(data)[:total]
-    computed = checksum(view)
+    if size < total:
+        raise PacketTruncated(f"packet truncated: have {size} bytes, need {total}")
+    payload = bytes(data[HEADER_SIZE:total])
+    computed = zlib.crc32(payload, zlib.crc32(_ZERO_CHECKSUM, zlib.crc32(data[:_CHECKSUM_OFFSET])))
     if computed != wire_checksum:
         raise ChecksumMismatch(
             f"checksum mismatch: header says {wire_checksum:08x}, bytes give {computed:08x}; drop the packet"
@@ -129,16 +145,5 @@ def decode(data: bytes) -> Packet:
     version = vf >> 4
     if version != VERSION:
         raise UnsupportedVersion(f"unsupported protocol version {version} (expected {VERSION})")
-    return Packet(
-        protocol=proto,
-        src=Addr(src_net, src_node),
-        dst=Addr(dst_net, dst_node),
-        src_port=src_port,
-        dst_port=dst_port,
-        flags=vf & 0x0F,
-        seq=seq,
-        ack=ack,
-        window=window,
-        payload=bytes(view[HEADER_SIZE:total]),
-        version=version,
-    )
+    return Packet(proto, _addr(src_net, src_node), _addr(dst_net, dst_node), src_port, dst_port, vf & 0x0F,
+                  seq, ack, window, payload, version)

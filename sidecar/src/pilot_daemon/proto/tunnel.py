@@ -266,18 +266,24 @@ class TunnelSession:
         self._last_reply: dict[int, float] = {}
         self._events: collections.deque[TunnelEvent] = collections.deque()
         self._outgoing: list[tuple[int, bytes]] = []
+        self._sender: bytes | None = None      # local_node as the 4-byte AAD, cached per node id
+        self._sender_node = -1
 
     # Public methods for feeding data in.
 
     def receive_datagram(self, data: bytes, now: float, *, addr: Any = None, relay: bool = False) -> None:
         """Process one UDP datagram (or a frame unwrapped from a beacon relay with ``relay=True``)."""
+        if data[:4] == MAGIC_SECURE and len(data) >= SECURE_MIN_SIZE:   # the per-packet path: no frame object
+            view = memoryview(data)
+            self._receive_secure(_U32.unpack_from(data, 4)[0], view[8:20], view[20:], now, addr, relay)
+            return
         try:
             frame = decode_frame(data)
         except FrameError as exc:
             self._events.append(FrameDropped(None, exc, relay, addr))
             return
         if isinstance(frame, SecureFrame):
-            self._receive_secure(frame, now, addr, relay)
+            self._receive_secure(frame.sender_node, frame.nonce, frame.ciphertext, now, addr, relay)
         elif isinstance(frame, BeaconFrame):
             self._events.append(BeaconReceived(frame.data, addr))
         elif isinstance(frame, AuthKeyExchangeFrame | KeyExchangeFrame):
@@ -344,7 +350,10 @@ class TunnelSession:
         peer = self._peers.get(peer_node)
         if peer is None:
             raise NoSessionKey(peer_node)
-        sender = _U32.pack(self.local_node)
+        sender = self._sender
+        if sender is None or self._sender_node != self.local_node:
+            self._sender_node = self.local_node
+            sender = self._sender = _U32.pack(self.local_node)
         return MAGIC_SECURE + sender + peer.seal(sender, packet)
 
     def has_session(self, peer_node: int) -> bool:
@@ -393,8 +402,8 @@ class TunnelSession:
             return
         self._events.append(PacketReceived(packet.src.node, packet, False, relay, addr))
 
-    def _receive_secure(self, frame: SecureFrame, now: float, addr: Any, relay: bool) -> None:
-        node = frame.sender_node
+    def _receive_secure(self, node: int, nonce: bytes | memoryview, ciphertext: bytes | memoryview, now: float,
+                        addr: Any, relay: bool) -> None:
         peer = self._peers.get(node)
         if peer is None:
             self._events.append(FrameDropped(node, NoSessionKey(node), relay, addr))
@@ -403,7 +412,7 @@ class TunnelSession:
                 self.start_key_exchange(node, now)  # the peer holds a key we lost: renegotiate
             return
         try:
-            plaintext = peer.open(_U32.pack(node), frame.nonce, frame.ciphertext)
+            plaintext = peer.open(_U32.pack(node), nonce, ciphertext)
             packet = pk.decode(plaintext)
         except CryptoError as exc:
             self._events.append(FrameDropped(node, exc, relay, addr))
