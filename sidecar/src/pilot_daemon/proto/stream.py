@@ -339,11 +339,12 @@ class Stream:
         return out
 
     def get_timer(self) -> float | None:
-        timers = [t for t in (self._syn_deadline, self._rto_deadline, self._pto_deadline, self._reo_deadline,
-                              self._ack_deadline, self._nagle_deadline, self._probe_deadline,
-                              self._linger_deadline, self._end_deadline, self._ka_next)
-                  if t is not None]
-        return min(timers) if timers else None
+        soonest = None
+        for t in (self._syn_deadline, self._rto_deadline, self._pto_deadline, self._reo_deadline, self._ack_deadline,
+                  self._nagle_deadline, self._probe_deadline, self._linger_deadline, self._end_deadline, self._ka_next):
+            if t is not None and (soonest is None or t < soonest):
+                soonest = t
+        return soonest
 
     def handle_timer(self, now: float) -> None:
         if self._end_deadline is not None and now >= self._end_deadline:

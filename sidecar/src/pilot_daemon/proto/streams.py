@@ -61,6 +61,11 @@ class SynDropped:
     rst: bool
 
 
+def _key(stream: Stream) -> Key:
+    remote = stream.remote
+    return stream.local.port, remote.addr.network << 32 | remote.addr.node, remote.port
+
+
 class _Bucket:
     __slots__ = ("tokens", "rate", "last")
 
@@ -87,7 +92,7 @@ class _Listener:
         self.pending = 0      # half-open connections on this port
 
 
-Key = tuple[int, Addr, int]
+Key = tuple[int, int, int]   # local port, remote network << 32 | node, remote port (ints hash in C)
 
 
 class StreamTable:
@@ -144,7 +149,8 @@ class StreamTable:
         """Feed one decoded packet of protocol 1 (others are ignored)."""
         if pkt.protocol != _STREAM:
             return
-        stream = self._by_key.get((pkt.dst_port, pkt.src, pkt.src_port))
+        src = pkt.src
+        stream = self._by_key.get((pkt.dst_port, src.network << 32 | src.node, pkt.src_port))
         flags = pkt.flags
         if flags & _SYN and not flags & _ACK:
             if stream is not None and not stream.is_closed and pkt.seq == stream.irs and not stream.initiator:
@@ -212,7 +218,7 @@ class StreamTable:
         self._next_id = self._next_id + 1 if self._next_id < 0xFFFFFFFF else 1
         stream._wake = self._wake
         self.streams[stream.conn_id] = stream
-        self._by_key[(stream.local.port, stream.remote.addr, stream.remote.port)] = stream
+        self._by_key[_key(stream)] = stream
         self._ports_used[stream.local.port] = self._ports_used.get(stream.local.port, 0) + 1
         return stream
 
@@ -233,7 +239,7 @@ class StreamTable:
             heapq.heappush(self._timers, (deadline, stream.conn_id))
 
     def _retire(self, stream: Stream, *, replaced: bool = False) -> None:
-        key = (stream.local.port, stream.remote.addr, stream.remote.port)
+        key = _key(stream)
         if self._by_key.get(key) is stream:
             del self._by_key[key]
         if self.streams.pop(stream.conn_id, None) is None:
