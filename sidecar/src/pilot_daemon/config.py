@@ -51,6 +51,7 @@ FLAGS: tuple[Flag, ...] = (
     _F("log-level", "str", "info", "log level (debug, info, warn, error)"),
     _F("no-echo", "bool", False, "disable built-in echo service (port 7)"),
     _F("no-dataexchange", "bool", False, "disable built-in data exchange service (port 1001)"),
+    _F("dataexchange-b64", "bool", False, "write inbox payloads as base64"),
     _F("no-eventstream", "bool", False, "disable built-in event stream service (port 1002)"),
     _F("email", "str", "", "email address for account identification and key recovery"),
     _F("owner", "str", "", "(deprecated: use -email) owner identifier"),
@@ -79,7 +80,6 @@ FLAGS: tuple[Flag, ...] = (
     *(_F(n, k, d, h, ignored=True) for n, k, d, h in (
         ("admin-token", "str", "", "admin token for network operations"),
         ("beacon-rtt-probe", "bool", False, "probe beacon RTT before selection"),
-        ("dataexchange-b64", "bool", False, "write inbox payloads as base64"),
         ("log-max-backups", "int", 3, "rotated log generations kept"),
         ("log-max-size", "int", 50, "rotate the daemon log past this many MB"),
         ("motd-feed-url", "str", "", "message-of-the-day feed URL"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from ..proto import ipc
@@ -43,10 +44,17 @@ class Service:
 
 
 class Echo(Service):
-    """Port 7: every byte back to the sender (what ``pilotctl ping`` and ``bench`` use)."""
+    """Port 7: every byte back to the sender (what ``pilotctl ping`` and ``bench`` use).
+
+    As the official echo: a read that starts with ``TRCE`` and holds at least 12 bytes (``pilotctl ping
+    --trace``: magic + the client's u64 ns clock) is answered with those 12 bytes plus our u64 ns clock,
+    from which the client splits the round trip into to-server and from-server parts.
+    """
 
     def on_data(self, stream: st.Stream, data: bytes) -> None:
         if not stream.is_closed:
+            if data[:4] == b"TRCE" and len(data) >= 12:
+                data = data[:12] + time.time_ns().to_bytes(8, "big")
             try:
                 stream.send(data)
             except st.StreamError:
@@ -91,9 +99,12 @@ class Conns:
                                  keepalive=s["keepalive"], idle_timeout=s["idle_timeout"])
         if not s["no_echo"]:
             self.listen(pk.PORT_ECHO, Echo())
-        from .eventstream import EventBroker        # both need Service from this module
+        from .dataexchange import DataExchange      # these need Service from this module
+        from .eventstream import EventBroker
         from .handshake import HandshakeService
         self.listen(pk.PORT_HANDSHAKE, HandshakeService(self.d))
+        if not s["no_dataexchange"]:
+            self.listen(pk.PORT_DATAEXCHANGE, DataExchange(force_b64=s["dataexchange_b64"]))
         if not s["no_eventstream"]:
             self.listen(pk.PORT_EVENTSTREAM, EventBroker(self.d))
 
