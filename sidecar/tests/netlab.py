@@ -9,15 +9,15 @@ Both namespaces resolve registry.pilot.test and beacon.pilot.test to 10.77.0.1 (
 from __future__ import annotations
 
 import json
-import os
-import re
 import secrets
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from daemon_harness import OurDaemon
-from pilot_harness import NetNS, Rendezvous, missing, wait_for
+from pilot_harness import NetNS, Rendezvous, missing, sockets_of, wait_for
 
 RDV_IP, POD_IP = "10.77.0.1", "10.77.0.2"
 REG, BEA, TLS_PORT, PROXY_PORT = "registry.pilot.test", "beacon.pilot.test", 443, 3128
@@ -31,6 +31,7 @@ def ok(envelope: dict) -> dict:
 
 def rtts(ping: dict) -> list[float]:
     assert not ping.get("timeout") and ping.get("results"), ping
+    assert all("rtt_ms" in r for r in ping["results"]), ping
     return [r["rtt_ms"] for r in ping["results"]]
 
 
@@ -131,29 +132,14 @@ class PodLab:
         return out
 
 
-def sockets_of(pid: int) -> dict[str, list[tuple[str, str]]]:
-    """{'tcp': [(local, remote)], 'udp': [...]} of the sockets process ``pid`` holds (its netns' /proc tables)."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            m = re.fullmatch(r"socket:\[(\d+)\]", os.readlink(fd))
-        except OSError:
-            continue
-        if m:
-            inodes.add(m.group(1))
-    out: dict[str, list[tuple[str, str]]] = {"tcp": [], "udp": []}
-    for table in ("tcp", "tcp6", "udp", "udp6"):
-        for row in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
-            cols = row.split()
-            if cols[9] in inodes:
-                out[table.rstrip("6")].append((cols[1], cols[2]))
-    return out
-
-
 def remote_ports(held: dict[str, list[tuple[str, str]]]) -> set[int]:
     return {int(remote.rsplit(":", 1)[1], 16) for _, remote in held["tcp"]}
 
 
-def daemon_pid(d) -> int:
-    """The daemon's own pid (``ip netns exec`` execs it, so the spawned pid is the daemon's)."""
-    return d.proc.pid
+@pytest.fixture
+def lab(netns, official_daemons, official_bin, tmp_path):
+    """A PodLab; import it into a test module: ``from netlab import lab  # noqa: F401``."""
+    made = PodLab(netns, official_daemons, official_bin, tmp_path)
+    yield made
+    made.close()
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -72,6 +73,26 @@ class NetNS:
             self.stop(proc)
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
         shutil.rmtree(Path("/etc/netns") / self.name, ignore_errors=True)
+
+
+def sockets_of(pid: int) -> dict[str, list[tuple[str, str]]]:
+    """{'tcp': [(local, remote)], 'udp': [...]} of the sockets process ``pid`` holds (its netns' /proc tables)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            m = re.fullmatch(r"socket:\[(\d+)\]", os.readlink(fd))
+        except OSError:
+            continue
+        if m:
+            inodes.add(m.group(1))
+    out: dict[str, list[tuple[str, str]]] = {"tcp": [], "udp": []}
+    for table in ("tcp", "tcp6", "udp", "udp6"):
+        for row in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            cols = row.split()
+            if cols[9] in inodes:
+                out[table.rstrip("6")].append((cols[1], cols[2]))
+    return out
+
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):

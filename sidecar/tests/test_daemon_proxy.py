@@ -7,18 +7,13 @@ import json
 
 import pytest
 
-from netlab import COMPAT_FLAGS, PROXY_PORT, RDV_IP, PodLab, ok, remote_ports, rtts, sockets_of
+from netlab import lab  # noqa: F401  (fixture)
+from netlab import COMPAT_FLAGS, PROXY_PORT, RDV_IP, ok, remote_ports, rtts, sockets_of
 from pilot_harness import wait_for
 
 pytestmark = [pytest.mark.official, pytest.mark.timeout(60)]
 PROXY = f"http://{RDV_IP}:{PROXY_PORT}"
 
-
-@pytest.fixture
-def lab(netns, official_daemons, official_bin, tmp_path):
-    lab = PodLab(netns, official_daemons, official_bin, tmp_path)
-    yield lab
-    lab.close()
 
 
 def requests(state) -> list[dict]:
@@ -31,7 +26,7 @@ def test_compat_through_an_authenticating_proxy_is_the_only_way_out(lab):
     lab.only_443(port=PROXY_PORT)
     d = lab.ours_in_pod("py-proxied", *COMPAT_FLAGS, "-proxy", f"http://alice:s3cret@{RDV_IP}:{PROXY_PORT}")
     info = d.info()
-    assert info["transport"] == "compat" and info["transport_path"].endswith(f"via {PROXY}"), info
+    assert info["transport"] == "compat" and info["transport_path"].endswith(f"via {PROXY} (up)"), info
     assert rtts(ok(d.ctl("ping", peer.info()["address"], "--count", "3", timeout=30)))
     held = sockets_of(d.proc.pid)
     assert held["udp"] == [] and remote_ports(held) == {PROXY_PORT}, held

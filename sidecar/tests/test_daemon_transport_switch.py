@@ -9,18 +9,13 @@ import time
 
 import pytest
 
-from netlab import POD_IP, PodLab, REG, ok, remote_ports, rtts, sockets_of
+from netlab import lab  # noqa: F401  (fixture)
+from netlab import POD_IP, REG, ok, remote_ports, rtts, sockets_of
 from pilot_harness import wait_for
 
 pytestmark = [pytest.mark.official, pytest.mark.timeout(90)]
 AUTO = ("-transport", "auto", "-compat-beacon", "wss://beacon.pilot.test/v1/compat")
 
-
-@pytest.fixture
-def lab(netns, official_daemons, official_bin, tmp_path):
-    lab = PodLab(netns, official_daemons, official_bin, tmp_path)
-    yield lab
-    lab.close()
 
 
 def test_auto_picks_compat_behind_the_firewall_and_udp_when_open(lab):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pilot_harness import wait_for
+from pilot_harness import sockets_of, wait_for
 from pilot_rendezvous.cli import build_parser, main
 from pilot_rendezvous.tlsfiles import make_ca, make_leaf, write_pair
 
@@ -73,26 +73,6 @@ class Lab:
 @pytest.fixture
 def lab(netns, rendezvous, official_daemons, tmp_path) -> Lab:
     return Lab(netns, rendezvous, official_daemons, tmp_path)
-
-
-def sockets_of(pid: int) -> dict[str, list[tuple[str, str]]]:
-    """{'tcp': [(local, remote)], 'udp': [...]} for the sockets process `pid` holds, from /proc
-    (its /proc/PID/net tables are those of its namespace)."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            m = re.fullmatch(r"socket:\[(\d+)\]", os.readlink(fd))
-        except OSError:
-            continue
-        if m:
-            inodes.add(m.group(1))
-    out: dict[str, list[tuple[str, str]]] = {"tcp": [], "udp": []}
-    for table in ("tcp", "tcp6", "udp", "udp6"):
-        for row in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
-            cols = row.split()
-            if cols[9] in inodes:
-                out[table.rstrip("6")].append((cols[1], cols[2]))
-    return out
 
 
 def _rtts(ping: dict) -> list[float]:

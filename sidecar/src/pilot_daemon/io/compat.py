@@ -19,7 +19,6 @@ import ssl
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidHandshake, InvalidURI, ProtocolError
@@ -92,6 +91,8 @@ class CompatLink:
         self.sent += 1
 
     def close(self) -> None:
+        log.info("compat link closed", extra={"sent": self.sent, "received": self.received, "dropped": self.dropped,
+                                              "connects": self.connects})
         if self._task is not None:
             self._task.cancel()
             self._task = None
@@ -262,8 +263,3 @@ def _reason(exc: BaseException) -> str:
         return (f"TLS certificate not trusted: {exc.verify_message} (set SSL_CERT_FILE to the CA, "
                 "or pin with -registry-fingerprint and -tls-trust pinned)")
     return str(exc) or type(exc).__name__
-
-
-def beacon_host_port(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    return parts.hostname or "", parts.port or 443

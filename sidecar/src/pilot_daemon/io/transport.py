@@ -194,7 +194,8 @@ class TransportManager:
     def describe(self) -> str:
         link = self.d.udp
         if isinstance(link, CompatLink):
-            return f"compat {link.describe()}"
+            state = link.state if link.state == "up" or not link.last_error else f"{link.state}: {link.last_error}"
+            return f"compat {link.describe()} ({state})"
         if isinstance(link, UDPSocket):
             host, port = link.local
             return f"udp {host}:{port} beacon {self.d.beacon_addr}"
