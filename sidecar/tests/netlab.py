@@ -55,7 +55,7 @@ class PodLab:
         self.tls_dir = tmp_path / "tls"
         self.rdv = Rendezvous(self.r, tmp_path, registry=f"{RDV_IP}:9000", beacon=f"{RDV_IP}:9001",
                               flags=["-tls-listen", f"{RDV_IP}:{TLS_PORT}", "-tls-self-signed", str(self.tls_dir),
-                                     "-domain", "pilot.test"]).start()
+                                     "-domain", "pilot.test", "-metrics-listen", f"{RDV_IP}:9102"]).start()
         self.ca = str(self.tls_dir / "ca.pem")
         self.ours: list[OurDaemon] = []
 
@@ -117,6 +117,13 @@ class PodLab:
         wait_for(lambda: proc.poll() is not None or b"listening" in (state / "log").read_bytes(), 10, "the proxy")
         assert proc.poll() is None, (state / "log").read_text()
         return state
+
+    def metrics(self) -> str:
+        """The rendezvous' Prometheus text."""
+        code = f"import urllib.request as u; print(u.urlopen('http://{RDV_IP}:9102/metrics').read().decode())"
+        proc = self.r.run([sys.executable, "-c", code])
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
 
     def close(self) -> None:
         self.p.close()

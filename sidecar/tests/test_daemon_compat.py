@@ -92,6 +92,7 @@ def test_compat_python_vs_go_through_the_same_rendezvous(lab, our_daemons):
         bench = ok(d.ctl("bench", target, mib, timeout=120))
         assert bench["complete"] and bench["recv_bytes"] == int(mib) << 20, bench
         figures.setdefault(name, []).append((statistics.median(rtt), bench["total_mbps"]))
+    assert 'pilot_rendezvous_beacon_dropped_total{reason="unroutable_or_unknown"} 0.0' in lab.metrics()   # no loss
     best = {k: (min(r for r, _ in v), max(t for _, t in v)) for k, v in figures.items()}
     for label, py_key, go_key in (("compat", "py", "go"), ("udp", "pu", "gu")):
         (py_rtt, py_tp), (go_rtt, go_tp) = best[py_key], best[go_key]
