@@ -16,11 +16,11 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from pilotmesh_controlplane.tools import install_official_pilot
 from pilot_harness import OFFICIAL_DIR, OFFICIAL_VERSION, NetNS, OfficialDaemon, Rendezvous, missing, wait_for
 
 
@@ -30,14 +30,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def official_bin() -> Path:
-    bin_dir = OFFICIAL_DIR / "pilotprotocol" / "bin"
-    if not (bin_dir / "pilot-daemon").exists():
-        proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                               "--target", str(OFFICIAL_DIR), f"pilotprotocol=={OFFICIAL_VERSION}"],
-                              capture_output=True, text=True, timeout=600)
-        if proc.returncode or not (bin_dir / "pilot-daemon").exists():
-            missing(f"cannot install pilotprotocol=={OFFICIAL_VERSION} into {OFFICIAL_DIR}: {proc.stderr[-500:]}")
-    return bin_dir
+    try:
+        return install_official_pilot()     # the same install step as `make tools`; a no-op when present
+    except subprocess.CalledProcessError as exc:
+        missing(f"cannot install pilotprotocol=={OFFICIAL_VERSION} into {OFFICIAL_DIR}: pip exited {exc.returncode}")
 
 
 @pytest.fixture

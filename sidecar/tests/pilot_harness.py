@@ -14,18 +14,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
+from pilotmesh_controlplane.pytest_plugin import unavailable as missing  # noqa: F401 - skip locally, fail in CI
+from pilotmesh_controlplane.tools import OFFICIAL_PILOT_VERSION as OFFICIAL_VERSION  # noqa: F401
+from pilotmesh_controlplane.tools import official_pilot_dir
 
-OFFICIAL_VERSION = "1.18.0"
-OFFICIAL_DIR = Path(os.environ.get("PILOTMESH_OFFICIAL_DIR",
-                                   Path.home() / ".cache" / "pilotmesh" / "official" / OFFICIAL_VERSION))
-
-
-def missing(reason: str) -> None:
-    """Skip locally; fail in CI, where every prerequisite must be present."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: missing prerequisites fail)")
-    pytest.skip(reason)
+OFFICIAL_DIR = official_pilot_dir()
 
 
 class NetNS:

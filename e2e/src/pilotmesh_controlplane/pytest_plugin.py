@@ -23,7 +23,8 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def _unavailable(message: str) -> None:
+def unavailable(message: str) -> None:
+    """Skip locally; fail under CI=true, where every prerequisite must be present."""
     if _in_ci():
         pytest.fail(f"CI=true and {message}", pytrace=False)
     pytest.skip(message)
@@ -56,7 +57,7 @@ def kube_tools() -> Toolset:
     try:
         return Toolset.find()
     except ToolsMissing as exc:
-        _unavailable(str(exc))
+        unavailable(str(exc))
         raise  # unreachable: skip/fail raise
 
 
@@ -74,7 +75,7 @@ def kube(kube_tools: Toolset, tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def helm(kube_tools: Toolset) -> Path:
     if kube_tools.helm is None:
-        _unavailable("Helm 3 is not installed; run `make tools` (or `pilotmesh-controlplane install`)")
+        unavailable("Helm 3 is not installed; run `make tools` (or `pilotmesh-controlplane install`)")
     out = subprocess.run([str(kube_tools.helm), "version", "--short"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("v3."), f"Helm 3 required, found {out.stdout.strip()}"
     return kube_tools.helm
