@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import stat
 import struct
 import time
@@ -139,3 +140,36 @@ def test_self_dial_echo_and_a_client_vanishing_mid_stream(daemon):
     assert health_ok(daemon)["status"] == "ok" and daemon.proc.poll() is None
     wait_for(lambda: not [r for r in json.loads(RawIPC(daemon.socket).request(ipc.Cmd.INFO)[5:])["conn_list"]
                           if r["state"] not in ("TIME_WAIT", "CLOSED")], 10, "the orphaned streams to close")
+
+
+def test_cancel_or_a_vanishing_client_ends_a_pending_dial(rendezvous, our_daemons):
+    """A dial the peer never answers: Cancel answers it with an error and resets the half-open stream; a client
+    that disconnects mid-dial leaves no stream behind either."""
+    rdv = rendezvous()
+    a = our_daemons("node-a", rdv.registry, rdv.beacon, "-public")
+    b = our_daemons("node-b", rdv.registry, rdv.beacon, "-public")
+    dial = ipc.Dial(Addr.parse(b.info()["address"]), 7).encode()
+    c = RawIPC(a.socket)
+    c.send(dial)
+    assert c.read_frame()[4] == ipc.Cmd.DIAL_OK      # the tunnel is keyed; now the peer stops answering
+
+    def half_open() -> list:
+        rows = json.loads(RawIPC(a.socket).request(ipc.Cmd.INFO)[5:])["conn_list"]
+        return [r for r in rows if r["state"] == "SYN_SENT"]
+
+    os.kill(b.proc.pid, signal.SIGSTOP)
+    try:
+        c.send(dial)
+        wait_for(half_open, 5, "the dial's SYN to be out")
+        c.send(ipc.Cancel().encode())
+        reply = c.read_frame()
+        assert reply[4] == ipc.Cmd.ERROR and b"dial: cancelled" in reply, reply
+        wait_for(lambda: not half_open(), 5, "the cancelled dial's stream to be reset")
+        gone = RawIPC(a.socket)
+        gone.send(dial)
+        wait_for(half_open, 5, "the second dial's SYN to be out")
+        gone.close()
+        wait_for(lambda: not half_open(), 5, "the vanished client's dial to be reset")
+        assert health_ok(a)["status"] == "ok"
+    finally:
+        os.kill(b.proc.pid, signal.SIGCONT)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..proto import ipc
 from ..proto import packet as pk
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pilot_daemon.conns")
 
 DIAL_TIMEOUT = 30.0
+DialDone = Callable[[int, str], None]
 LOW_WATER = 256 << 10    # resume a paused writer once its stream holds less than this
 
 
@@ -82,13 +84,19 @@ class OneShot(Service):
             self.done.set_result(False)
 
 
+class _Dialing(NamedTuple):
+    client: "Client"
+    done: DialDone
+    timer: asyncio.TimerHandle
+
+
 class Conns:
     def __init__(self, daemon: "Daemon") -> None:
         self.d = daemon
         self.table: StreamTable | None = None
         self.owner: dict[int, Any] = {}            # conn_id -> Client or service
         self.served: dict[int, st.Stream] = {}     # conn_id -> stream, for service-owned streams
-        self.dials: dict[int, asyncio.Future] = {}
+        self.dials: dict[int, _Dialing] = {}
         self.paused: dict[int, "Client"] = {}      # conn_id -> client whose reading is paused
 
     def start(self, node: int) -> None:
@@ -129,29 +137,62 @@ class Conns:
             self.table.unlisten(port)
 
     # -- IPC verbs ------------------------------------------------------------------------------
+    def can_dial_now(self, node: int) -> bool:
+        """True when a SYN to ``node`` can leave at once (registered, path known, tunnel keyed)."""
+        if self.table is None:
+            return False
+        if node == self.d.node_id:
+            return True
+        peer = self.d.peers.get(node)
+        return peer is not None and peer.reachable and (not self.d.encrypt or self.d.tunnel.has_session(node))
+
+    def start_dial(self, client: "Client", remote: SocketAddr, done: DialDone) -> None:
+        """Send the SYN now (see ``can_dial_now``); ``done(conn_id, error)`` runs once, with error "" when the
+        peer accepted, else why not (refused, closed, timed out, cancelled)."""
+        assert self.table is not None
+        now = clock.now()
+        self.d.trust.note_contact(remote.addr.node, now)
+        stream = self.table.connect(remote, now)
+        conn_id = stream.conn_id
+        self.owner[conn_id] = client
+        timer = asyncio.get_running_loop().call_later(DIAL_TIMEOUT, self._dial_abort, conn_id,
+                                                      "dial: connection timed out")
+        self.dials[conn_id] = _Dialing(client, done, timer)
+        self.flush(now)
+
     async def dial(self, client: "Client", remote: SocketAddr) -> int:
+        """``start_dial`` after waiting for the tunnel (resolve + key exchange) if needed."""
         if self.table is None:
             raise IPCRequestError("dial: daemon not registered yet")
-        if remote.addr.node != self.d.node_id and not await self.d.wait_for_key(remote.addr.node):
+        if not self.can_dial_now(remote.addr.node) and not await self.d.wait_for_key(remote.addr.node):
             raise IPCRequestError(f"dial: no tunnel to node {remote.addr.node} (key exchange did not complete)")
-        self.d.trust.note_contact(remote.addr.node, clock.now())
-        stream = self.table.connect(remote, clock.now())
-        self.owner[stream.conn_id] = client
-        fut = self.dials[stream.conn_id] = asyncio.get_running_loop().create_future()
-        self.flush()
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def done(conn_id: int, error: str) -> None:
+            if not fut.done():
+                fut.set_exception(IPCRequestError(error)) if error else fut.set_result(conn_id)
+        self.start_dial(client, remote, done)
+        return await fut
+
+    def _finish_dial(self, conn_id: int, error: str) -> None:
+        dialing = self.dials.pop(conn_id, None)
+        if dialing is None:
+            return
+        dialing.timer.cancel()
+        if error:
+            self.owner.pop(conn_id, None)
         try:
-            error = await asyncio.wait_for(fut, DIAL_TIMEOUT)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
-            self.owner.pop(stream.conn_id, None)
+            dialing.done(conn_id, error)
+        except Exception:
+            log.exception("dial completion for connection %d failed", conn_id)
+
+    def _dial_abort(self, conn_id: int, error: str) -> None:
+        """Give up a dial (timeout, cancel): reset the half-open stream and answer the dialler."""
+        stream = self.table.streams.get(conn_id) if self.table is not None else None
+        self._finish_dial(conn_id, error)
+        if stream is not None:
             stream.abort(clock.now())
             self.flush()
-            raise IPCRequestError("dial: connection timed out") from None
-        finally:
-            self.dials.pop(stream.conn_id, None)
-        if error:
-            self.owner.pop(stream.conn_id, None)
-            raise IPCRequestError(error)
-        return stream.conn_id
 
     async def dial_and_send(self, node: int, port: int, data: bytes, timeout: float) -> bool:
         """Deliver one message on a fresh stream (as the official DialAndSend); False when it could not."""
@@ -191,12 +232,15 @@ class Conns:
         self.flush()
 
     def cancel(self, client: "Client") -> None:
-        for conn_id, fut in list(self.dials.items()):
-            if self.owner.get(conn_id) is client and not fut.done():
-                fut.set_result("dial: cancelled")
+        for conn_id, dialing in list(self.dials.items()):
+            if dialing.client is client:
+                self._dial_abort(conn_id, "dial: cancelled")
 
     def client_gone(self, client: "Client") -> None:
         now = clock.now()
+        for conn_id, dialing in list(self.dials.items()):
+            if dialing.client is client:
+                self._dial_abort(conn_id, "dial: cancelled")
         for conn_id, owner in list(self.owner.items()):
             if owner is client:
                 del self.owner[conn_id]
@@ -286,11 +330,11 @@ class Conns:
             return
         conn_id = ev.conn_id
         owner = self.owner.get(conn_id)
-        fut = self.dials.get(conn_id)
+        dialing = conn_id in self.dials
         stream = self.served.get(conn_id)
         if isinstance(ev, st.Connected):
-            if fut is not None and not fut.done():
-                fut.set_result("")
+            if dialing:
+                self._finish_dial(conn_id, "")
             elif isinstance(owner, Service) and stream is not None:
                 owner.on_connected(stream, now)
         elif isinstance(ev, st.DataReceived):
@@ -302,9 +346,9 @@ class Conns:
                 for i in range(0, len(data), ipc.SEND_CHUNK):
                     owner.push(ipc.Recv(conn_id, data[i:i + ipc.SEND_CHUNK]).encode())
         elif isinstance(ev, (st.StreamEnded, st.StreamReset, st.Closed)):
-            if fut is not None and not fut.done():
-                fut.set_result("connection refused" if isinstance(ev, st.StreamReset)
-                               else getattr(ev, "reason", "connection closed"))
+            if dialing:
+                self._finish_dial(conn_id, "connection refused" if isinstance(ev, st.StreamReset)
+                                  else getattr(ev, "reason", "connection closed"))
                 return
             if isinstance(owner, Service):
                 if stream is not None:

@@ -235,6 +235,7 @@ class Daemon:
                 log.exception("tunnel event %s failed", type(ev).__name__)
         self.conns.flush(now)
         self._flush_tunnel()
+        self.ipc.flush()    # replies and pushes the packets produced leave now, not a loop pass later
 
     def _flush_tunnel(self) -> None:
         for node, frame in self.tunnel.datagrams_to_send():

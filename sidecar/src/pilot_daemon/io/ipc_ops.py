@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,7 @@ from ..proto.addr import SocketAddr
 from ..proto.errors import IPCRequestError
 from ..proto.ipc import Cmd, HandshakeSub, NetworkSub
 from . import clock, status
-from .ipc_server import Client
+from .ipc_server import LATER, Client
 from .trust import TrustError
 
 if TYPE_CHECKING:
@@ -42,31 +43,46 @@ class IPCOps:
         elif isinstance(request, ipc.Cancel):
             self.d.conns.cancel(client)
 
+    def handle_now(self, client: Client, request: ipc.AnyRequest) -> bytes | object | None:
+        """Answer without a task when nothing needs waiting for: the verbs written as plain methods, and a dial
+        whose tunnel is up (its reply is pushed when the peer answers). None: ``handle`` it in a task."""
+        if isinstance(request, ipc.Dial):
+            if not self.d.conns.can_dial_now(request.addr.node):
+                return None
+            self.d.conns.start_dial(client, SocketAddr(request.addr, request.port), lambda conn_id, error: client.push(
+                ipc.error_frame(error) if error else ipc.ConnReply(Cmd.DIAL_OK, conn_id).encode()))
+            return LATER
+        method = self._method(request)
+        return None if inspect.iscoroutinefunction(method) else method(client, request)
+
     async def handle(self, client: Client, request: ipc.AnyRequest) -> bytes | None:
+        return await self._method(request)(client, request)
+
+    def _method(self, request: ipc.AnyRequest) -> Any:
         method = getattr(self, "_" + type(request).__name__.lower(), None)
         if method is None:
             verb = type(request).__name__.lower()
             if isinstance(request, ipc.JsonRequest):
                 verb = request.cmd.name.lower()
             raise IPCRequestError(NOT_SUPPORTED.format(verb=verb))
-        return await method(client, request)
+        return method
 
     def client_gone(self, client: Client) -> None:
         self.d.conns.client_gone(client)
 
     # -- status ---------------------------------------------------------------------------------
-    async def _info(self, client: Client, r: ipc.Info) -> bytes:
+    def _info(self, client: Client, r: ipc.Info) -> bytes:
         return _json(Cmd.INFO_OK, status.info(self.d, self.d.uptime()))
 
-    async def _health(self, client: Client, r: ipc.Health) -> bytes:
+    def _health(self, client: Client, r: ipc.Health) -> bytes:
         return _json(Cmd.HEALTH_OK, status.health(self.d, self.d.uptime()))
 
     # -- ports and datagrams ----------------------------------------------------------------------
-    async def _bind(self, client: Client, r: ipc.Bind) -> bytes:
+    def _bind(self, client: Client, r: ipc.Bind) -> bytes:
         self.d.conns.listen(r.port, client)
         return ipc.PortReply(Cmd.BIND_OK, r.port).encode()
 
-    async def _unbind(self, client: Client, r: ipc.Unbind) -> bytes:
+    def _unbind(self, client: Client, r: ipc.Unbind) -> bytes:
         if self.d.ports.get(r.port) is not client:
             raise IPCRequestError("unbind: port is not owned by this client")
         self.d.conns.unlisten(r.port)
@@ -85,7 +101,7 @@ class IPCOps:
         conn_id = await self.d.conns.dial(client, SocketAddr(r.addr, r.port))
         return ipc.ConnReply(Cmd.DIAL_OK, conn_id).encode()
 
-    async def _close(self, client: Client, r: ipc.Close) -> bytes:
+    def _close(self, client: Client, r: ipc.Close) -> bytes:
         self.d.conns.close(client, r.conn_id)
         return ipc.ConnReply(Cmd.CLOSE_OK, r.conn_id).encode()
 
@@ -148,7 +164,7 @@ class IPCOps:
         return await self._registry(Cmd.DEREGISTER_OK, "deregister",
                                     reg.deregister(self.d.identity.sign_b64, self.d.node_id))
 
-    async def _setwebhook(self, client: Client, r: ipc.SetWebhook) -> bytes:
+    def _setwebhook(self, client: Client, r: ipc.SetWebhook) -> bytes:
         return _json(Cmd.SET_WEBHOOK_OK, {"webhook": r.url})
 
     async def _network(self, client: Client, r: ipc.Network) -> bytes:
