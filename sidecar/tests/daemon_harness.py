@@ -4,17 +4,21 @@
 namespace and returns a handle with the same interface as conftest's ``OfficialDaemon`` (``ctl``, ``info``,
 ``socket``, ``env``), so one test drives the official pilotctl against either daemon.
 Import the fixture into a test module: ``from daemon_harness import our_daemons  # noqa: F401``.
+``metrics_port``, ``scrape`` and ``raw_http`` read its ``-metrics-listen`` endpoint from inside a namespace.
 """
 from __future__ import annotations
 
+import json
 import socket
 import struct
+import subprocess
 import sys
 import time
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from pilot_harness import OfficialDaemon, wait_for
+from pilot_harness import NetNS, OfficialDaemon, wait_for
 
 
 class OurDaemon(OfficialDaemon):
@@ -90,3 +94,53 @@ def wait_socket_gone(path, timeout: float = 10) -> None:
 
 def elapsed_ms(t0: float) -> float:
     return (time.monotonic() - t0) * 1000
+
+
+# -- our daemon's -metrics-listen -------------------------------------------------------------------------
+_HTTP_CLIENT = """
+import socket, sys
+sock = socket.create_connection((sys.argv[1], int(sys.argv[2])), 5)
+sock.settimeout(5)
+sock.sendall(sys.stdin.buffer.read())
+reply = b""
+while chunk := sock.recv(65536):
+    reply += chunk
+sys.stdout.buffer.write(reply)
+"""
+
+
+def metrics_port(d: OurDaemon, timeout: float = 10) -> int:
+    """The port of our daemon's metrics listener, from its "metrics listening" log line."""
+    def find():
+        for line in d.log.read_text().splitlines():
+            if '"metrics listening"' in line:
+                return int(json.loads(line)["addr"].rsplit(":", 1)[1])
+        return 0
+    return wait_for(find, timeout, "the metrics listener")
+
+
+def raw_http(ns: NetNS, port: int, request: bytes, host: str = "127.0.0.1") -> bytes:
+    """Send ``request`` as is to ``host:port`` inside ``ns``; the whole reply (the server closes)."""
+    proc = subprocess.run(ns.argv([sys.executable, "-c", _HTTP_CLIENT, host, str(port)]), input=request,
+                          capture_output=True, timeout=20)
+    assert proc.returncode == 0, proc.stderr.decode()
+    return proc.stdout
+
+
+def scrape(ns: NetNS, port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """GET /metrics -> {sample name: [(labels, value)]}, parsed by prometheus_client."""
+    reply = raw_http(ns, port, b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n")
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out
+
+
+def metric(samples: dict, name: str, **labels: str) -> float:
+    """The value of the one sample ``name`` whose labels include ``labels``."""
+    found = [v for got, v in samples.get(name, []) if labels.items() <= got.items()]
+    assert len(found) == 1, (name, labels, samples.get(name))
+    return found[0]

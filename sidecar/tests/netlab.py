@@ -42,6 +42,9 @@ class PodLab:
         self.r, self.officials, self.bin, self.dir = rdv_ns, official_daemons, official_bin, tmp_path
         self.p = NetNS(f"pm-pod-{secrets.token_hex(4)}")
         subprocess.run(["ip", "netns", "add", self.p.name], check=True, capture_output=True)
+        # no IPv6 duplicate address detection in the pod: the veth's link-local address is final when the link comes
+        # up, not ~2 s later (a late address event would make an auto daemon re-probe in the middle of a test)
+        self.p.run(["sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"])
         for argv in (["ip", "-n", self.p.name, "link", "set", "lo", "up"],
                      ["ip", "-n", self.r.name, "link", "add", "vr", "type", "veth", "peer", "name", "vp",
                       "netns", self.p.name],

@@ -75,6 +75,8 @@ FLAGS: tuple[Flag, ...] = (
     _F("exit-on-file", "str", "", "exit 0 once this file exists (Jobs without native sidecars)"),
     _F("socket-allow-uids", "str", "same", "who may use the IPC socket: same (the daemon's UID, as upstream), "
        "any, or a comma-separated list of UIDs (a pod's app containers may run as other users)"),
+    _F("metrics-listen", "str", "", "serve Prometheus metrics at http://HOST:PORT/metrics (PilotMesh extension, "
+       "not in the official daemon; default off)", "PILOT_METRICS_LISTEN"),
     _F("version", "bool", False, "print version and exit"),
     # Accepted and ignored: features of the official binary this daemon does not carry.
     *(_F(n, k, d, h, ignored=True) for n, k, d, h in (

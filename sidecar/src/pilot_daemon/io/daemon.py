@@ -81,6 +81,10 @@ class Daemon:
         self.udp: UDPSocket | Any = None          # the current link: a UDPSocket or (compat) a CompatLink
         self.beacon: BeaconClient | None = None
         self.transports = TransportManager(self, settings, dict(os.environ))
+        self.metrics = None
+        if settings["metrics_listen"]:   # PilotMesh extension; aiohttp is imported only when asked for
+            from .metrics import MetricsServer
+            self.metrics = MetricsServer(self, settings["metrics_listen"])
         self.started = clock.now()
         self.stopped = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
@@ -92,6 +96,8 @@ class Daemon:
     async def start(self) -> None:
         await self.transports.start()      # sets self.udp, self.beacon, self.transport
         await self.register()
+        if self.metrics is not None:
+            await self.metrics.start()
         await self.ipc.start()
         log.info("daemon ready", extra={"node_id": self.node_id, "address": self.address,
                                         "endpoint": self.endpoint, "socket": self.s["socket"]})
@@ -108,6 +114,8 @@ class Daemon:
         if self._timer is not None:
             self._timer.cancel()
         await self.registry.close()
+        if self.metrics is not None:
+            await self.metrics.stop()
         self.transports.close()
         self.stopped.set()
 

@@ -5,14 +5,21 @@
   SNI (trust ``system`` unless a fingerprint is pinned), both through ``-proxy`` if one applies.
   Registration is relay-only with ``listen_addr`` ``0.0.0.0:0``, as the official compat daemon.
 - ``auto``: udp when the beacon answers a UDP discover within ``PROBE_TIMEOUT``, else compat; re-probed
-  every ``REPROBE_INTERVAL`` and when the compat link keeps failing.
+  every ``REPROBE_INTERVAL``, when the compat link keeps failing, and (Linux) after a network change: a
+  ``NetWatch`` (``netwatch.py``: rtnetlink link/address/route notifications, debounced) wakes ``watch``,
+  which logs "network changed, re-probing transport" with the reason. Only while the mode is auto.
 - ``-transport-file PATH`` (the pod's ``pilot.io/transport`` annotation through the downward API): read at
   start (it wins over ``-transport``) and polled; a change switches without a restart. The identity and
   node id stay; tunnels are re-keyed over the new path, so open streams carry on after a pause.
+
+The path in use is in ``info`` (``transport``, ``transport_path``) and, with ``-metrics-listen`` (a PilotMesh
+extension), in Prometheus metrics (``metrics.py``: ``pilot_daemon_transport_info{mode,transport,path}``,
+``pilot_daemon_transport_switches_total``, ``pilot_daemon_network_changes_total``, read at scrape time).
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import ssl
@@ -24,6 +31,7 @@ from .. import config
 from ..proto import beacon as bp
 from .beacon import BeaconClient
 from .compat import COMPAT_ADDR, CompatLink
+from .netwatch import NetWatch
 from .proxy import Proxies, dial
 from .registry_client import normalize_fingerprint
 from .udp import UDPSocket, split_host_port
@@ -131,6 +139,10 @@ class TransportManager:
         self.mode = ""                 # udp | compat once started
         self.switches = 0
         self.last_switch_s = 0.0
+        self.network_changes = 0       # debounced network changes that made auto re-probe
+        self.netwatch: NetWatch | None = None
+        self._changed = ""             # what changed since the watch loop last looked
+        self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._compat_tls: tuple[ssl.SSLContext, str] | None = None
 
@@ -142,6 +154,7 @@ class TransportManager:
                 self.requested = from_file
         mode = await self.choose(self.requested)
         await self._open(mode)
+        self._sync_netwatch()
         log.info("outbound network", extra={"transport": mode, "requested": self.requested,
                                             "path": self.describe(), "registry": self._registry_desc()})
 
@@ -192,10 +205,18 @@ class TransportManager:
             self.d.beacon.discover(node)
 
     def describe(self) -> str:
+        """The path in use and, in compat, the link's state (``info``'s ``transport_path``)."""
         link = self.d.udp
         if isinstance(link, CompatLink):
             state = link.state if link.state == "up" or not link.last_error else f"{link.state}: {link.last_error}"
-            return f"compat {link.describe()} ({state})"
+            return f"{self.path()} ({state})"
+        return self.path()
+
+    def path(self) -> str:
+        """The path in use without its state: ``compat URL [via PROXY]`` or ``udp HOST:PORT beacon ADDR``."""
+        link = self.d.udp
+        if isinstance(link, CompatLink):
+            return f"compat {link.describe()}"
         if isinstance(link, UDPSocket):
             host, port = link.local
             return f"udp {host}:{port} beacon {self.d.beacon_addr}"
@@ -207,8 +228,32 @@ class TransportManager:
         return f"{r.host}:{r.port}{' tls' if r.ssl else ''}{'' if via == 'direct' else ' via ' + via}"
 
     def close(self) -> None:
+        if self.netwatch is not None:
+            self.netwatch.close()
+            self.netwatch = None
         if self.d.udp is not None:
             self.d.udp.close()
+
+    # -- network changes (auto) -----------------------------------------------------------------
+    def _sync_netwatch(self) -> None:
+        """Watch the network while the mode is auto, not otherwise."""
+        if self.requested == "auto" and self.netwatch is None:
+            self.netwatch = NetWatch.open(self._network_changed)
+        elif self.requested != "auto" and self.netwatch is not None:
+            self.netwatch.close()
+            self.netwatch = None
+
+    def _network_changed(self, reason: str) -> None:
+        self._changed = f"{self._changed}; {reason}" if self._changed else reason
+        self._wake.set()
+
+    async def _tick(self) -> str:
+        """Wait ``FILE_POLL``, less when the network changes; what changed meanwhile ("" for nothing)."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), FILE_POLL)
+        self._wake.clear()
+        changed, self._changed = self._changed, ""
+        return changed
 
     # -- switching ------------------------------------------------------------------------------
     async def switch(self, mode: str, why: str) -> bool:
@@ -232,10 +277,10 @@ class TransportManager:
             return True
 
     async def watch(self) -> None:
-        """The transport file (polled) and, in auto, periodic re-probes."""
+        """The transport file (polled) and, in auto, re-probes: periodic and after network changes."""
         last_probe = time.monotonic()
         while True:
-            await asyncio.sleep(FILE_POLL)
+            changed = await self._tick()
             try:
                 if self.file:
                     wanted = read_transport_file(self.file)
@@ -243,13 +288,18 @@ class TransportManager:
                         log.info("transport file changed", extra={"file": self.file, "from": self.requested,
                                                                   "to": wanted})
                         self.requested = wanted
+                        self._sync_netwatch()
                         await self.switch(await self.choose(wanted), f"{self.file} says {wanted}")
                         last_probe = time.monotonic()
                         continue
-                if self.requested == "auto" and self._reprobe_due(last_probe):
+                if self.requested == "auto" and (changed or self._reprobe_due(last_probe)):
                     last_probe = time.monotonic()
+                    if changed:
+                        self.network_changes += 1
+                        log.info("network changed, re-probing transport", extra={"reason": changed,
+                                                                                  "transport": self.mode})
                     mode = await self.choose("auto")
-                    await self.switch(mode, "auto re-probe")
+                    await self.switch(mode, f"network changed ({changed})" if changed else "auto re-probe")
             except Exception:     # a failed switch is retried on the next change or probe
                 log.exception("transport switch failed")
 
