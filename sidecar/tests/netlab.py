@@ -106,8 +106,8 @@ class PodLab:
         """A fixed port: with a specific -listen host the official daemon registers the flag's port (0) as is."""
         return self.officials(name, self.rdv.registry, self.rdv.beacon, "-listen", f"{RDV_IP}:{port}", "-public")
 
-    def official_compat(self, name: str):
-        return self.officials(name, f"{REG}:{TLS_PORT}", self.rdv.beacon, *COMPAT_FLAGS, "-public",
+    def official_compat(self, name: str, *flags: str):
+        return self.officials(name, f"{REG}:{TLS_PORT}", self.rdv.beacon, *COMPAT_FLAGS, "-public", *flags,
                               env={"SSL_CERT_FILE": self.ca, "PILOT_REGISTRY": self.rdv.registry})
 
     def start_proxy(self, credentials: str = "", port: int = PROXY_PORT) -> Path:

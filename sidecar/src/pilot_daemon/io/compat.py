@@ -7,6 +7,10 @@ message is one datagram we would have sent to the beacon over UDP (discover 0x01
 binary message received is one the beacon would have sent us (0x02, 0x06). A ping every 30 s (10 s to
 answer); a lost connection is re-dialled with exponential backoff. It quacks like ``UDPSocket`` for the
 daemon: ``send(data, endpoint)`` where the only endpoint is ``COMPAT_ADDR`` (the beacon).
+
+Messages sent while the daemon handles one event (a batch of received messages, an IPC read) are framed at
+once and written together by ``flush()`` at the end of it (or on the next loop pass): one TLS write and one
+TCP send for a burst of segments instead of one per datagram, the order kept.
 """
 from __future__ import annotations
 
@@ -72,6 +76,7 @@ class CompatLink:
         self._up = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._pong: asyncio.Future | None = None
+        self._out: list[bytes] = []   # framed messages waiting for flush()
 
     # -- the UDPSocket face ---------------------------------------------------------------------
     @property
@@ -83,12 +88,21 @@ class CompatLink:
         if tuple(endpoint or ()) != COMPAT_ADDR or self.state != "up" or ws is None or writer is None:
             self.dropped += 1       # no direct paths in compat; nothing to send on while reconnecting
             return
-        if writer.transport.get_write_buffer_size() > SEND_BUFFER_LIMIT:
-            self.dropped += 1
-            return
+        if not self._out:
+            if writer.transport.get_write_buffer_size() > SEND_BUFFER_LIMIT:
+                self.dropped += 1
+                return
+            asyncio.get_running_loop().call_soon(self.flush)
         ws.send_binary(data)
-        writer.writelines(ws.data_to_send())
+        self._out += ws.data_to_send()
         self.sent += 1
+
+    def flush(self) -> None:
+        """Write the messages queued by ``send`` (one write for all of them)."""
+        out, self._out = self._out, []
+        writer = self._writer
+        if out and writer is not None and not writer.is_closing():
+            writer.write(b"".join(out))
 
     def close(self) -> None:
         log.info("compat link closed", extra={"sent": self.sent, "received": self.received, "dropped": self.dropped,
@@ -251,6 +265,7 @@ class CompatLink:
     def _teardown(self) -> None:
         self.state = "down"
         self._up.clear()
+        self._out = []
         writer, self._writer, self._ws = self._writer, None, None
         if writer is not None:
             writer.transport.abort()

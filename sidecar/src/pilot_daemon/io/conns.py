@@ -293,6 +293,8 @@ class Conns:
                 break
         self._resume_writers()
         self.d.arm_timer()
+        if self.d.udp is not None:
+            self.d.udp.flush()   # the segments leave together (compat: one TLS write)
 
     def _loopback(self, packet: pk.Packet) -> None:
         now = clock.now()

@@ -243,7 +243,13 @@ class Daemon:
                 log.exception("tunnel event %s failed", type(ev).__name__)
         self.conns.flush(now)
         self._flush_tunnel()
-        self.ipc.flush()    # replies and pushes the packets produced leave now, not a loop pass later
+        self.flush_io()
+
+    def flush_io(self) -> None:
+        """What handling an event queued leaves now, not a loop pass later: link writes, IPC replies and pushes."""
+        if self.udp is not None:
+            self.udp.flush()
+        self.ipc.flush()
 
     def _flush_tunnel(self) -> None:
         for node, frame in self.tunnel.datagrams_to_send():

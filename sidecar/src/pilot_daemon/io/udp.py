@@ -85,6 +85,9 @@ class UDPSocket:
             self.send_errors += 1
             log.debug("udp send to %s failed: %s", endpoint, exc)
 
+    def flush(self) -> None:
+        """Nothing is held back: each datagram left in ``send`` (the link interface; see CompatLink.flush)."""
+
     def close(self) -> None:
         try:
             self._loop.remove_reader(self.sock.fileno())
