@@ -283,6 +283,8 @@ class Conns:
                     self._on_event(ev, now)
                 except Exception:
                     log.exception("stream event %s failed", type(ev).__name__)
+            if busy:
+                self.d.ipc.flush()   # the local app hears first (a dial's reply, data); our ACKs can follow
             packets = table.packets_to_send(now)
             for packet in packets:
                 if packet.dst.node == self.d.node_id:   # a dial to ourselves never leaves the process
