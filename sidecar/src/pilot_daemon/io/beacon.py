@@ -44,7 +44,7 @@ class BeaconClient:
         return self.observed
 
     def punch_request(self, requester: int, target: int) -> None:
-        if self.endpoint is not None and getattr(self.udp, "direct", True):   # compat: no hole punching
+        if self.endpoint is not None and self.udp.direct:   # compat: no hole punching
             self.udp.send(bp.punch_request(requester, target), self.endpoint)
 
     def relay(self, src: int, dst: int, frame: bytes) -> None:

@@ -364,7 +364,7 @@ class Daemon:
             return
         self.counters.bytes_sent += len(frame)
         self.counters.pkts_sent += 1
-        if peer.relay or peer.endpoint is None or not getattr(self.udp, "direct", True):
+        if peer.relay or peer.endpoint is None or not self.udp.direct:
             if self.beacon is not None:
                 self.beacon.relay(self.node_id, node, frame)
         else:

@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from . import status
-from .compat import CompatLink
+from .transport import is_compat
 from .udp import join_host_port, split_host_port
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ class DaemonCollector:
         yield CounterMetricFamily(P + "network_changes", "Network changes (netlink, debounced) that made auto "
                                   "re-probe the transport", value=t.network_changes)
         link = d.udp
-        compat = isinstance(link, CompatLink)
+        compat = is_compat(link)
         yield GaugeMetricFamily(P + "compat_tunnel_up", "1 while the compat WebSocket to the beacon is up, 0 while "
                                 "it is down or reconnecting (and on udp)", value=int(compat and link.state == "up"))
         yield GaugeMetricFamily(P + "compat_tunnel_failures", "Consecutive failed compat WebSocket sessions",

@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING, Any
 from .. import config
 from ..proto import beacon as bp
 from .beacon import BeaconClient
-from .compat import COMPAT_ADDR, CompatLink
 from .netwatch import NetWatch
 from .proxy import Proxies, dial
 from .registry_client import normalize_fingerprint
 from .udp import UDPSocket, split_host_port
 
 if TYPE_CHECKING:
+    from .compat import CompatLink
     from .daemon import Daemon
 
 log = logging.getLogger("pilot_daemon.transport")
@@ -50,6 +50,11 @@ COMPAT_FAILURES_BEFORE_REPROBE = 3
 OFFICIAL_COMPAT_REGISTRY = "registry.pilotprotocol.network:443"
 COMPAT_PORT = 443
 PLAIN_REGISTRY_PORT = 9000
+
+
+def is_compat(link: "UDPSocket | CompatLink | None") -> bool:
+    """The link reaches only the beacon (a ``CompatLink``), not peers directly."""
+    return link is not None and not link.direct
 
 
 class TransportError(ValueError):
@@ -183,6 +188,7 @@ class TransportManager:
             if self._compat_tls is None:
                 self._compat_tls = compat_tls(self.s)
             tls, pin = self._compat_tls
+            from .compat import COMPAT_ADDR, CompatLink   # websockets is loaded only for compat (start-up time)
             link = CompatLink(self.s["compat_beacon"], tls=tls, fingerprint=pin, proxies=self.proxies,
                               sign=d.identity.sign_b64, public_key=d.identity.public_b64,
                               on_datagram=d._on_datagram, on_batch_end=d._on_datagram_batch)
@@ -197,7 +203,7 @@ class TransportManager:
     async def after_register(self, node: int) -> None:
         """Compat: (re)connect the WebSocket as ``node``; wait a little for it, keep trying in the background."""
         link = self.d.udp
-        if isinstance(link, CompatLink):
+        if is_compat(link):
             link.start(node)
             if not await link.wait_up(COMPAT_UP_WAIT):
                 log.warning("compat link not up yet; retrying in the background",
@@ -207,7 +213,7 @@ class TransportManager:
     def describe(self) -> str:
         """The path in use and, in compat, the link's state (``info``'s ``transport_path``)."""
         link = self.d.udp
-        if isinstance(link, CompatLink):
+        if is_compat(link):
             state = link.state if link.state == "up" or not link.last_error else f"{link.state}: {link.last_error}"
             return f"{self.path()} ({state})"
         return self.path()
@@ -215,7 +221,7 @@ class TransportManager:
     def path(self) -> str:
         """The path in use without its state: ``compat URL [via PROXY]`` or ``udp HOST:PORT beacon ADDR``."""
         link = self.d.udp
-        if isinstance(link, CompatLink):
+        if is_compat(link):
             return f"compat {link.describe()}"
         if isinstance(link, UDPSocket):
             host, port = link.local
@@ -305,6 +311,6 @@ class TransportManager:
 
     def _reprobe_due(self, last_probe: float) -> bool:
         link = self.d.udp
-        if isinstance(link, CompatLink) and link.failures >= COMPAT_FAILURES_BEFORE_REPROBE:
+        if is_compat(link) and link.failures >= COMPAT_FAILURES_BEFORE_REPROBE:
             return time.monotonic() - last_probe > PROBE_TIMEOUT * 3
         return time.monotonic() - last_probe >= REPROBE_INTERVAL

@@ -23,6 +23,8 @@ MAX_DATAGRAM = 65535
 class UDPSocket:
     """``await UDPSocket.open(listen, on_datagram, on_batch_end)``; ``send(data, endpoint)`` never raises."""
 
+    direct = True   # reaches peers directly (a CompatLink reaches only the beacon)
+
     def __init__(self, sock: socket.socket, on_datagram: Callable[[bytes, Any], None],
                  on_batch_end: Callable[[], None]) -> None:
         self.sock = sock
