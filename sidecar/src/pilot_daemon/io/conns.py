@@ -169,8 +169,12 @@ class Conns:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
         def done(conn_id: int, error: str) -> None:
-            if not fut.done():
-                fut.set_exception(IPCRequestError(error)) if error else fut.set_result(conn_id)
+            if fut.done():
+                return
+            if error:
+                fut.set_exception(IPCRequestError(error))
+            else:
+                fut.set_result(conn_id)
         self.start_dial(client, remote, done)
         return await fut
 
@@ -237,10 +241,8 @@ class Conns:
                 self._dial_abort(conn_id, "dial: cancelled")
 
     def client_gone(self, client: "Client") -> None:
+        self.cancel(client)
         now = clock.now()
-        for conn_id, dialing in list(self.dials.items()):
-            if dialing.client is client:
-                self._dial_abort(conn_id, "dial: cancelled")
         for conn_id, owner in list(self.owner.items()):
             if owner is client:
                 del self.owner[conn_id]
