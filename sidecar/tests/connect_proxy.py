@@ -1,16 +1,21 @@
-"""A small HTTP CONNECT proxy for tests: ``python connect_proxy.py LISTEN_HOST:PORT STATE_DIR``.
+"""A small HTTP CONNECT proxy for tests: ``python connect_proxy.py LISTEN_HOST:PORT STATE_DIR [--tls CERT KEY]``.
+
+With ``--tls`` the listener speaks TLS (an ``https://`` proxy): the client's TLS to the target then runs inside
+this TLS connection (TLS in TLS). The handshake is the server's (``start_server(ssl=)``): a server-side
+``StreamWriter.start_tls()`` after accepting would lose a ClientHello that arrived first (the plain reader buffers it).
 
 Basic auth: the accepted ``user:password`` is read from STATE_DIR/credentials on every request (empty file
 or none: no auth), so a test rotates it; a host listed in STATE_DIR/deny (one per line) gets 403; creating
 STATE_DIR/kick drops every open tunnel (a proxy restart). Each request is logged to stdout as JSON
-(target, status), flushed at once.
+(target, status, auth, tls), flushed at once.
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import json
-import sys
+import ssl
 from pathlib import Path
 
 
@@ -66,7 +71,8 @@ def handler(state: Path):
             status = 403
         else:
             status = 200
-        print(json.dumps({"target": target, "status": status, "auth": bool(given)}), flush=True)
+        print(json.dumps({"target": target, "status": status, "auth": bool(given),
+                          "tls": writer.get_extra_info("ssl_object") is not None}), flush=True)
         if status != 200:
             reason = {405: "Method Not Allowed", 407: "Proxy Authentication Required", 403: "Forbidden"}[status]
             extra = 'Proxy-Authenticate: Basic realm="test"\r\n' if status == 407 else ""
@@ -89,14 +95,24 @@ def handler(state: Path):
     return handle
 
 
-async def main(listen: str, state: str) -> None:
+async def main(listen: str, state: str, cert_key: list[str] | None) -> None:
+    tls = None
+    if cert_key:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(*cert_key)
     host, _, port = listen.rpartition(":")
-    server = await asyncio.start_server(handler(Path(state)), host, int(port))
-    print(json.dumps({"listening": listen}), flush=True)
+    server = await asyncio.start_server(handler(Path(state)), host, int(port), ssl=tls,
+                                        ssl_handshake_timeout=10 if tls else None)
+    print(json.dumps({"listening": listen, "tls": tls is not None}), flush=True)
     asyncio.get_running_loop().create_task(_kicker(Path(state)))
     async with server:
         await server.serve_forever()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    parser = argparse.ArgumentParser(description="HTTP CONNECT proxy for tests")
+    parser.add_argument("listen", help="HOST:PORT")
+    parser.add_argument("state", help="state directory (credentials, deny, kick)")
+    parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="serve TLS with this certificate chain and key")
+    args = parser.parse_args()
+    asyncio.run(main(args.listen, args.state, args.tls))

@@ -4,7 +4,8 @@ namespace (the ``netns`` fixture's), with an optional default-deny egress firewa
   rendezvous ns (10.77.0.1): pilot-rendezvous (registry 9000, beacon UDP 9001, TLS 443 routed by SNI),
                              official daemons (UDP or compat)
   pod ns        (10.77.0.2): our daemon; ``only_443()`` drops all UDP and every TCP port but 443
-Both namespaces resolve registry.pilot.test and beacon.pilot.test to 10.77.0.1 (/etc/netns hosts files).
+Both namespaces resolve registry.pilot.test and beacon.pilot.test to 10.77.0.1 (/etc/netns hosts files), and an
+https proxy's name (``start_proxy(tls_name=...)``) once it is started.
 """
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ import pytest
 
 from daemon_harness import OurDaemon
 from pilot_harness import NetNS, Rendezvous, missing, sockets_of, wait_for
+from pilot_rendezvous.tlsfiles import make_leaf, write_pair
 
 RDV_IP, POD_IP = "10.77.0.1", "10.77.0.2"
 REG, BEA, TLS_PORT, PROXY_PORT = "registry.pilot.test", "beacon.pilot.test", 443, 3128
+PROXY_NAME = "proxy.pilot.test"
 COMPAT_FLAGS = ("-transport", "compat", "-compat-beacon", f"wss://{BEA}/v1/compat")
 
 
@@ -53,8 +56,9 @@ class PodLab:
                      ["ip", "-n", self.r.name, "link", "set", "vr", "up"],
                      ["ip", "-n", self.p.name, "link", "set", "vp", "up"]):
             subprocess.run(argv, check=True, capture_output=True)
+        self.names = {REG: RDV_IP, BEA: RDV_IP}
         for ns in (self.r, self.p):
-            ns.hosts({REG: RDV_IP, BEA: RDV_IP})
+            ns.hosts(self.names)
         self.tls_dir = tmp_path / "tls"
         self.rdv = Rendezvous(self.r, tmp_path, registry=f"{RDV_IP}:9000", beacon=f"{RDV_IP}:9001",
                               flags=["-tls-listen", f"{RDV_IP}:{TLS_PORT}", "-tls-self-signed", str(self.tls_dir),
@@ -110,13 +114,24 @@ class PodLab:
         return self.officials(name, f"{REG}:{TLS_PORT}", self.rdv.beacon, *COMPAT_FLAGS, "-public", *flags,
                               env={"SSL_CERT_FILE": self.ca, "PILOT_REGISTRY": self.rdv.registry})
 
-    def start_proxy(self, credentials: str = "", port: int = PROXY_PORT) -> Path:
-        """connect_proxy.py on the rendezvous side; returns its state dir (credentials, deny, log)."""
+    def start_proxy(self, credentials: str = "", port: int = PROXY_PORT, *, tls_name: str = "",
+                    ca: tuple[bytes, bytes] | None = None) -> Path:
+        """connect_proxy.py on the rendezvous side; returns its state dir (credentials, deny, log).
+        ``tls_name``: an https proxy serving a certificate for that name, issued by the lab CA (or by ``ca``,
+        another CA's (cert_pem, key_pem)); both namespaces then resolve the name to the rendezvous side."""
         state = self.dir / "proxy"
         state.mkdir(exist_ok=True)
         (state / "credentials").write_text(credentials)
+        tls_args: list[str] = []
+        if tls_name:
+            issuer = ca or ((self.tls_dir / "ca.pem").read_bytes(), (self.tls_dir / "ca.key").read_bytes())
+            write_pair(state / "tls.crt", state / "tls.key", *make_leaf(*issuer, [tls_name]))
+            tls_args = ["--tls", str(state / "tls.crt"), str(state / "tls.key")]
+            self.names[tls_name] = RDV_IP
+            for ns in (self.r, self.p):
+                ns.hosts(self.names)
         proc = self.r.spawn([sys.executable, str(Path(__file__).with_name("connect_proxy.py")), f"{RDV_IP}:{port}",
-                             str(state)], log=state / "log")
+                             str(state), *tls_args], log=state / "log")
         wait_for(lambda: proc.poll() is not None or b"listening" in (state / "log").read_bytes(), 10, "the proxy")
         assert proc.poll() is None, (state / "log").read_text()
         return state

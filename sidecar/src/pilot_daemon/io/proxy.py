@@ -1,8 +1,10 @@
 """Outbound TCP(+TLS) connections for the compat transport, direct or through an HTTP CONNECT proxy.
 
 ``dial()`` gives asyncio streams with TLS end to end to the target (the proxy sees only ``CONNECT
-host:443``). A 407 answer re-runs ``-proxy-cmd`` (its first output line is the new proxy URL, e.g. with
-fresh credentials) and tries once more; any other refusal raises ``ProxyRefused`` naming the status.
+host:443``). An ``https://`` proxy adds TLS to the proxy itself (trusted as the system's, i.e. ``SSL_CERT_FILE``);
+the target's TLS then runs inside it, which asyncio supports since 3.11 (``start_tls`` over an SSL transport,
+bpo-37179). A 407 answer re-runs ``-proxy-cmd`` (its first output line is the new proxy URL, e.g. with fresh
+credentials) and tries once more; any other refusal raises ``ProxyRefused`` naming the status.
 """
 from __future__ import annotations
 
@@ -106,8 +108,11 @@ async def _connect_through(proxy: px.ProxyURL, host: str, port: int, timeout: fl
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(
             proxy.host, proxy.port, ssl=ctx, server_hostname=proxy.host if ctx else None), timeout)
+    except ssl.SSLCertVerificationError as exc:
+        raise ProxyUnavailable(f"proxy {proxy.display} presented a TLS certificate that is not trusted: "
+                               f"{exc.verify_message} (set SSL_CERT_FILE to a bundle with the proxy's CA)") from None
     except (OSError, asyncio.TimeoutError) as exc:
-        raise ProxyUnavailable(f"cannot reach proxy {proxy.display}: {exc or 'timeout'}") from None
+        raise ProxyUnavailable(f"cannot reach proxy {proxy.display}: {str(exc) or 'timed out'}") from None
     try:
         writer.write(px.connect_request(host, port, proxy))
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)

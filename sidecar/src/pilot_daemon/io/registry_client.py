@@ -98,7 +98,7 @@ class RegistryClient:
             self._backoff = min(BACKOFF_MAX, max(BACKOFF_MIN, self._backoff * 2))
             if isinstance(exc, FingerprintMismatch):
                 raise RegistryUnavailable(str(exc)) from None
-            raise RegistryUnavailable(f"cannot reach {self.host}:{self.port}: {exc or 'timeout'}") from None
+            raise RegistryUnavailable(f"cannot reach {self.host}:{self.port}: {str(exc) or 'timed out'}") from None
         self._reader, self._writer, self._backoff = reader, writer, 0.0
 
     def _drop(self) -> None:
