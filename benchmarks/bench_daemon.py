@@ -118,6 +118,7 @@ def main() -> int:
     ns = Namespace()
     root = Path(tempfile.mkdtemp(prefix="pm-bench-"))
     figures: dict[str, dict[str, float]] = {}
+    batch_ratios: list[float] = []
     try:
         ns.spawn([sys.executable, "-m", "pilot_rendezvous", "-registry-listen", REGISTRY, "-beacon-listen", BEACON,
                   "-db", ":memory:", "-log-level", "warning"], env_for(root), root / "rendezvous.log")
@@ -138,12 +139,16 @@ def main() -> int:
                      for kind, home in targets.items()}
         rtts: dict[str, list[float]] = {"official": [], "ours": []}
         for _ in range(args.batches):   # interleaved batches: both targets see the same machine load
+            batch: dict[str, list[float]] = {}
             for kind, address in addresses.items():
                 reply = pilotctl(ns, pinger_home, "ping", address, "--count", str(args.pings))
                 got = [r["rtt_ms"] for r in (reply.get("data") or {}).get("results") or [] if "rtt_ms" in r]
                 if not got:
                     print(f"ping to the {kind} daemon failed: {json.dumps(reply)[:300]}", file=sys.stderr)
                 rtts[kind] += got[1:]   # the first round includes the key exchange
+                batch[kind] = got[1:]
+            if all(batch.get(kind) for kind in addresses):
+                batch_ratios.append(statistics.median(batch["ours"]) / statistics.median(batch["official"]))
         for kind, values in rtts.items():
             figures.setdefault("ping_rtt_p50_ms", {})[kind] = statistics.median(values) if values else float("nan")
         for kind in ("official", "ours"):   # same-kind pairs: Go -> Go and Python -> Python, echo on port 7
@@ -160,6 +165,8 @@ def main() -> int:
     for metric, by in figures.items():
         off, ours = by.get("official", float("nan")), by.get("ours", float("nan"))
         print(f"{metric:<22}{off:>12.2f}{ours:>12.2f}{ours / off if off else float('nan'):>16.2f}")
+    if batch_ratios:   # how much the machine moved the RTT ratio between batches of the same run
+        print("ping ratio per batch: " + " ".join(f"{r:.2f}" for r in batch_ratios))
     return 0
 
 
