@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import inspect
 import logging
+import secrets
 from typing import TYPE_CHECKING, Any
 
 from .. import identity as ident_mod
 from ..proto import ipc
 from ..proto import registry as reg
-from ..proto.addr import SocketAddr
+from ..proto import reqsig
+from ..proto.addr import Addr, SocketAddr
 from ..proto.errors import IPCRequestError
 from ..proto.ipc import Cmd, HandshakeSub, NetworkSub
 from . import clock, status
@@ -21,6 +25,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pilot_daemon.ipc")
 
+VERIFIED_KEYS_MAX = 1024     # signer keys remembered by verify_envelope (cleared when full)
+ONLINE_WITHIN = 180          # seconds since last_seen_unix for "online", as the official daemon
 NOT_SUPPORTED = "{verb}: not supported by this daemon (PilotMesh); use the official pilot-daemon for it"
 
 
@@ -31,6 +37,7 @@ def _json(cmd: Cmd, body: Any) -> bytes:
 class IPCOps:
     def __init__(self, daemon: "Daemon") -> None:
         self.d = daemon
+        self._verified_keys: dict[int, str] = {}   # node -> base64 Ed25519 key found by verify_envelope
 
     # -- Handler protocol -----------------------------------------------------------------------
     def handle_inline(self, client: Client, request: ipc.AnyRequest) -> None:
@@ -59,11 +66,9 @@ class IPCOps:
         return await self._method(request)(client, request)
 
     def _method(self, request: ipc.AnyRequest) -> Any:
-        method = getattr(self, "_" + type(request).__name__.lower(), None)
+        verb = request.cmd.name.lower() if isinstance(request, ipc.JsonRequest) else type(request).__name__.lower()
+        method = getattr(self, "_" + verb, None)
         if method is None:
-            verb = type(request).__name__.lower()
-            if isinstance(request, ipc.JsonRequest):
-                verb = request.cmd.name.lower()
             raise IPCRequestError(NOT_SUPPORTED.format(verb=verb))
         return method
 
@@ -206,3 +211,98 @@ class IPCOps:
         return _json(Cmd.PREFER_DIRECT_OK, {"node_id": r.node_id, "had_tunnel": had_tunnel,
                                             "was_relay_active": was_relay, "was_relay_pinned": False,
                                             "pila_pushed": ready, "resolve_error": "" if ready else "no tunnel"})
+
+    # -- request-signature envelopes --------------------------------------------------------------------
+    def _sign_envelope(self, client: Client, r: ipc.JsonRequest) -> bytes:
+        """The daemon builds the envelope itself (its address, now, a fresh nonce unless given) and signs only
+        its canonical form: never a caller's raw string, so the socket is no signing oracle."""
+        audience, body_hash, body_b64, nonce = (_text(r.body, key, "sign_envelope")
+                                                for key in ("audience", "body_hash", "body_b64", "nonce"))
+        if not audience:
+            raise IPCRequestError("sign_envelope: audience required")
+        if body_b64:
+            if body_hash:
+                raise IPCRequestError("sign_envelope: body_hash and body_b64 are mutually exclusive")
+            try:
+                body_hash = reqsig.hash_body(base64.b64decode(body_b64, validate=True))
+            except (binascii.Error, ValueError) as exc:
+                raise IPCRequestError(f"sign_envelope: body_b64 not base64: {exc}") from None
+        if not body_hash:
+            raise IPCRequestError("sign_envelope: body_hash or body_b64 required")
+        if not self.d.node_id:
+            raise IPCRequestError("sign_envelope: daemon not registered (no address)")
+        addr = Addr.parse(self.d.address)
+        env = reqsig.Envelope(addr.network, addr.node, int(clock.wall()), nonce or secrets.token_hex(8), body_hash,
+                              audience)
+        try:
+            canonical = env.canonical()
+        except reqsig.ReqsigError as exc:
+            raise IPCRequestError(f"sign_envelope: {exc}") from None
+        return _json(Cmd.SIGN_ENVELOPE_OK, {"type": "sign_envelope_ok", "envelope": canonical,
+                                            "signature": self.d.identity.sign_b64(canonical), "address": str(addr)})
+
+    async def _verify_envelope(self, client: Client, r: ipc.JsonRequest) -> bytes:
+        """Parse, check freshness, find the signer's key (ours from key exchange or an earlier verify, else the
+        registry) and check the signature. A failed check is a verify_envelope_ok with valid false + reason."""
+        envelope, signature = (_text(r.body, key, "verify_envelope") for key in ("envelope", "signature"))
+        max_skew, standing = r.body.get("max_skew_secs", 0), r.body.get("check_standing", False)
+        if isinstance(max_skew, bool) or not isinstance(max_skew, int | float) or not isinstance(standing, bool):
+            raise IPCRequestError("verify_envelope: bad payload: max_skew_secs must be a number and "
+                                  "check_standing a boolean")
+        if not envelope or not signature:
+            raise IPCRequestError("verify_envelope: envelope and signature required")
+        try:
+            env = reqsig.parse(envelope)
+            reqsig.check_fresh(env, clock.wall(), float(int(max_skew)))
+        except reqsig.ReqsigError as exc:
+            return _envelope_rejected(str(exc))
+        peer = self.d.peers.get(env.node)
+        key = (peer.public_key if peer is not None else "") or self._verified_keys.get(env.node, "")
+        via = "cache" if key else "registry"
+        if not key:
+            key = await self.d.lookup_key(env.node)
+            if not key:
+                return _envelope_rejected(f"public key for node {env.node} unavailable: the registry has none")
+        try:
+            reqsig.verify(base64.b64decode(key), envelope, signature)
+        except (reqsig.ReqsigError, binascii.Error, ValueError) as exc:
+            return _envelope_rejected(str(exc))
+        if len(self._verified_keys) >= VERIFIED_KEYS_MAX:
+            self._verified_keys.clear()
+        self._verified_keys[env.node] = key
+        reply: dict[str, Any] = {"type": "verify_envelope_ok", "valid": True, "node_id": env.node,
+                                 "address": str(Addr(env.network, env.node)), "verified_via": via,
+                                 "trusted": env.node in self.d.trust.trusted}
+        if standing:
+            reply.update(await self._standing(env))
+        return _json(Cmd.VERIFY_ENVELOPE_OK, reply)
+
+    async def _standing(self, env: reqsig.Envelope) -> dict[str, Any]:
+        """The signer's registry standing, best effort: each field only when the registry returned it."""
+        try:
+            found = await self.d.registry.request(reg.lookup(env.node))
+        except reg.RegistryError:
+            return {}
+        out: dict[str, Any] = {}
+        last_seen = found.get("last_seen_unix")
+        if isinstance(last_seen, int | float) and not isinstance(last_seen, bool):
+            out["last_seen_unix"] = int(last_seen)
+            out["online"] = abs(int(clock.wall()) - int(last_seen)) <= ONLINE_WITHIN
+        generation = found.get("key_generation")
+        if isinstance(generation, int | float) and not isinstance(generation, bool):
+            out["key_generation"] = int(generation)
+        networks = found.get("networks")
+        if isinstance(networks, list):
+            out["network_member"] = env.network in networks
+        return out
+
+
+def _text(body: dict[str, Any], key: str, verb: str) -> str:
+    value = body.get(key, "")
+    if not isinstance(value, str):
+        raise IPCRequestError(f"{verb}: bad payload: {key} must be a string")
+    return value
+
+
+def _envelope_rejected(reason: str) -> bytes:
+    return _json(Cmd.VERIFY_ENVELOPE_OK, {"type": "verify_envelope_ok", "valid": False, "reason": reason})
