@@ -297,8 +297,7 @@ class Conns:
                 break
         self._resume_writers()
         self.d.arm_timer()
-        if self.d.udp is not None:
-            self.d.udp.flush()   # the segments leave together (compat: one TLS write)
+        self.d.flush_io()   # the segments leave together (compat: one TLS write)
 
     def _loopback(self, packet: pk.Packet) -> None:
         now = clock.now()
