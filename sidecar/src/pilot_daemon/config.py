@@ -77,10 +77,10 @@ FLAGS: tuple[Flag, ...] = (
        "any, or a comma-separated list of UIDs (a pod's app containers may run as other users)"),
     _F("metrics-listen", "str", "", "serve Prometheus metrics at http://HOST:PORT/metrics (PilotMesh extension, "
        "not in the official daemon; default off)", "PILOT_METRICS_LISTEN"),
+    _F("admin-token", "str", "", "admin token for network operations (broadcast)", "PILOT_ADMIN_TOKEN"),
     _F("version", "bool", False, "print version and exit"),
     # Accepted and ignored: features of the official binary this daemon does not carry.
     *(_F(n, k, d, h, ignored=True) for n, k, d, h in (
-        ("admin-token", "str", "", "admin token for network operations"),
         ("beacon-rtt-probe", "bool", False, "probe beacon RTT before selection"),
         ("log-max-backups", "int", 3, "rotated log generations kept"),
         ("log-max-size", "int", 50, "rotate the daemon log past this many MB"),

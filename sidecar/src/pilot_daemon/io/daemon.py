@@ -458,9 +458,11 @@ class Daemon:
         except asyncio.TimeoutError:
             return False
 
-    def send_datagram(self, dst: Addr, port: int, data: bytes) -> None:
-        src = Addr(dst.network if dst.network in self.networks else 0, self.node_id)
-        packet = pk.Packet(protocol=pk.Proto.DATAGRAM, src=src, dst=dst, src_port=self.ephemeral_port(),
+    def send_datagram(self, dst: Addr, port: int, data: bytes, *, src_port: int = 0, member: bool = False) -> None:
+        """One datagram from an ephemeral port (or ``src_port``); the source address is on the destination's
+        network when we are a member of it (``member``: known to be, e.g. from the registry's list)."""
+        src = Addr(dst.network if member or dst.network in self.networks else 0, self.node_id)
+        packet = pk.Packet(protocol=pk.Proto.DATAGRAM, src=src, dst=dst, src_port=src_port or self.ephemeral_port(),
                            dst_port=port, payload=data)
         if dst.node == self.node_id:
             self.deliver_datagram(packet)

@@ -10,6 +10,7 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 from .. import identity as ident_mod
+from ..proto import broadcast as bc
 from ..proto import ipc
 from ..proto import registry as reg
 from ..proto import reqsig
@@ -27,6 +28,7 @@ log = logging.getLogger("pilot_daemon.ipc")
 
 VERIFIED_KEYS_MAX = 1024     # signer keys remembered by verify_envelope (cleared when full)
 ONLINE_WITHIN = 180          # seconds since last_seen_unix for "online", as the official daemon
+BROADCAST_NEEDS_TOKEN = "broadcast address requires admin token: use BroadcastDatagram"
 NOT_SUPPORTED = "{verb}: not supported by this daemon (PilotMesh); use the official pilot-daemon for it"
 
 
@@ -42,7 +44,7 @@ class IPCOps:
     # -- Handler protocol -----------------------------------------------------------------------
     def handle_inline(self, client: Client, request: ipc.AnyRequest) -> None:
         if isinstance(request, ipc.SendTo):
-            if request.addr.is_zero:
+            if request.addr.is_zero or request.addr.is_broadcast:   # no reply to say why (see _sendtoconfirm)
                 return
             self.d.send_datagram(request.addr, request.port, request.data)
         elif isinstance(request, ipc.Send):
@@ -96,10 +98,30 @@ class IPCOps:
     async def _sendtoconfirm(self, client: Client, r: ipc.SendToConfirm) -> bytes:
         if r.addr.is_zero:
             raise IPCRequestError("sendto: invalid destination address")
+        if r.addr.is_broadcast:
+            raise IPCRequestError(f"sendto: {BROADCAST_NEEDS_TOKEN}")
         if r.addr.node != self.d.node_id and not await self.d.wait_for_key(r.addr.node):
             raise IPCRequestError(f"sendto: no tunnel to node {r.addr.node} (key exchange did not complete)")
         self.d.send_datagram(r.addr, r.port, r.data)
         return ipc.EmptyReply(Cmd.SEND_TO_OK).encode()
+
+    async def _broadcast(self, client: Client, r: ipc.Broadcast) -> bytes:
+        """One datagram to every other member of a network, admin-token gated (see ``proto.broadcast``)."""
+        d = self.d
+        try:
+            bc.authorize(d.s["admin_token"], r.token, r.network)
+            try:
+                members = await d.registry.request(reg.list_nodes(r.network, d.s["admin_token"]))
+            except reg.RegistryError as exc:
+                raise bc.BroadcastDenied(f"list nodes for broadcast: {exc}") from None
+            nodes = bc.recipients(members, d.node_id, r.network)
+        except bc.BroadcastDenied as exc:
+            raise IPCRequestError(f"broadcast: {exc}") from None
+        src_port = d.ephemeral_port()
+        for node in nodes:
+            d.send_datagram(Addr(r.network, node), r.port, r.data, src_port=src_port, member=True)
+        log.debug("broadcast sent", extra={"network_id": r.network, "port": r.port, "recipients": len(nodes)})
+        return ipc.EmptyReply(Cmd.BROADCAST_OK).encode()
 
     # -- streams ----------------------------------------------------------------------------------
     async def _dial(self, client: Client, r: ipc.Dial) -> bytes:
@@ -181,7 +203,7 @@ class IPCOps:
         elif r.sub == NetworkSub.LEAVE:
             msg = reg.leave_network(sign, node, r.network_id)
         elif r.sub == NetworkSub.MEMBERS:
-            msg = {"type": "list_nodes", "network_id": r.network_id}
+            msg = reg.list_nodes(r.network_id, self.d.s["admin_token"])
         else:
             raise IPCRequestError(NOT_SUPPORTED.format(verb="network invites"))
         reply = await self._registry(Cmd.NETWORK_OK, "network", msg)

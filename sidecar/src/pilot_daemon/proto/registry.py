@@ -128,6 +128,15 @@ def join_network(sign: Sign, node: int, network: int, token: str = "") -> Messag
             "signature": sign(f"join_network:{node}:{network}")}
 
 
+def list_nodes(network: int, admin_token: str = "") -> Message:
+    """A network's members; the official daemon adds its admin token when it has one (the registry then also
+    lists the backbone and hidden fields)."""
+    msg: Message = {"type": "list_nodes", "network_id": network}
+    if admin_token:
+        msg["admin_token"] = admin_token
+    return msg
+
+
 def leave_network(sign: Sign, node: int, network: int) -> Message:
     return {"type": "leave_network", "node_id": node, "network_id": network,
             "signature": sign(f"leave_network:{node}:{network}")}
