@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import struct
 import subprocess
-import sys
 import time
 
 import pytest
@@ -16,23 +15,7 @@ from pilot_daemon.proto.addr import Addr
 
 pytestmark = [pytest.mark.official, pytest.mark.timeout(150)]
 
-REGISTRY_CALL = """
-import json, socket, struct, sys
-body = sys.argv[1].encode()
-s = socket.create_connection(sys.argv[2].rsplit(":", 1))
-s.sendall(struct.pack(">I", len(body)) + body)
-n = struct.unpack(">I", s.recv(4))[0]
-data = b""
-while len(data) < n:
-    data += s.recv(n - len(data))
-print(data.decode())
-"""
 TOKEN = "bc-secret"
-
-
-def registry_call(ns, registry: str, msg: dict) -> dict:
-    """One JSON request to the rendezvous from inside its namespace (an operator's admin call)."""
-    return json.loads(ns.run([sys.executable, "-c", REGISTRY_CALL, json.dumps(msg), registry]).stdout)
 
 
 def broadcast(d, *args: str, token: str | None = TOKEN) -> dict:
@@ -49,15 +32,15 @@ def broadcast(d, *args: str, token: str | None = TOKEN) -> dict:
 def mesh(rendezvous, official_daemons, our_daemons):
     rdv = rendezvous(flags=["-admin-token", "registry-secret"])
     kinds = {"go": official_daemons, "py": our_daemons}
-    d = {f"{kind}": start(f"{kind}-bc", rdv.registry, rdv.beacon, "-public", "-admin-token", TOKEN)
+    d = {kind: start(f"{kind}-bc", rdv.registry, rdv.beacon, "-public", "-admin-token", TOKEN)
          for kind, start in kinds.items()}
     d.update({f"{kind}-plain": start(f"{kind}-plain", rdv.registry, rdv.beacon, "-public")
               for kind, start in kinds.items()})
-    d["member"] = official_daemons("go-member", rdv.registry, rdv.beacon, "-public")
-    created = registry_call(d["member"].ns, rdv.registry, {
-        "type": "create_network", "name": "lab", "join_rule": "open", "admin_token": "registry-secret",
-        "node_id": d["member"].info()["node_id"]})
-    assert created.get("network_id") == 1, created
+    member = d["member"] = official_daemons("go-member", rdv.registry, rdv.beacon, "-public",
+                                            env={"PILOT_ADMIN_TOKEN": "registry-secret"})
+    created = member.ctl("network", "create", "--name", "lab")     # the operator's call, straight to the registry
+    assert created.get("data", {}).get("network_id") == 1, created
+    assert member.ctl("network", "join", "1").get("status") == "ok"
     return d
 
 

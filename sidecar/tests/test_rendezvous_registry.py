@@ -198,6 +198,13 @@ def test_networks_join_leave_and_shared_network_resolve():
     assert resolved["type"] == "resolve_ok"
     names = [n["name"] for n in reg.handle({"type": "list_networks"}, REMOTE, NOW)["networks"]]
     assert names == ["backbone", "lab"]
+    # what `pilotctl network create --name ops` sends: node_id 0, no owner and no member yet
+    ops = reg.handle({"type": "create_network", "name": "ops", "join_rule": "open", "token": "", "node_id": 0,
+                      "admin_token": "s3cret"}, REMOTE, NOW)
+    assert ops["type"] == "create_network_ok", ops
+    assert reg.handle({"type": "list_nodes", "network_id": ops["network_id"]}, REMOTE, NOW)["nodes"] == []
+    assert reg.handle({"type": "create_network", "name": "ops2", "node_id": 99, "admin_token": "s3cret"},
+                      REMOTE, NOW)["code"] == "not_found"
     members = reg.handle({"type": "list_nodes", "network_id": net_id}, REMOTE, NOW)["nodes"]
     assert sorted(m["node_id"] for m in members) == sorted([a.node_id, b.node_id])
     policy = reg.handle({"type": "get_network_policy", "network_id": net_id}, REMOTE, NOW)

@@ -498,13 +498,13 @@ class Registry:
             raise BadRequest("join_rule token requires a token")
         if any(n.name == name for n in self.store.networks()):
             raise Conflict(f'network "{name}" already exists')
-        creator = msg.get("node_id")
-        if creator is not None:
-            self._node(_uint(msg, "node_id"))
+        creator = _uint(msg, "node_id") if msg.get("node_id") is not None else 0
+        if creator:      # `pilotctl network create` sends node_id 0: an operator's network, nobody in it yet
+            self._node(creator)
         net_id = self.store.create_network(NetworkRecord(network_id=0, name=name, join_rule=rule, token=token,
                                                          created=now))
         if creator:
-            self.store.add_member(net_id, int(creator))
+            self.store.add_member(net_id, creator)
         return {"type": "create_network_ok", "network_id": net_id, "name": name}
 
     def _h_join_network(self, msg: Message, remote: str, now: float) -> Message:
