@@ -13,32 +13,23 @@ import ipaddress
 import logging
 import re
 from collections.abc import Callable
-from typing import Any
-
-from pilot_daemon.proto.addr import Addr
 
 from . import signatures
 from .errors import BadRequest, Conflict, Forbidden, NotFound, RendezvousError
-from .store import HandshakeRequest, HandshakeResponse, NetworkRecord, NodeRecord, Store
+from .fields import BACKBONE, HOSTNAME_RE, Message, address, bool_of, str_list_of, str_of, uint_of
+from .networks import NetworkHandlers
+from .store import HandshakeRequest, HandshakeResponse, NodeRecord, Store
 
-Message = dict[str, Any]
+__all__ = ["Registry", "address", "error_reply", "sanitize_listen_addr", "validate_hostname"]
 log = logging.getLogger("pilot_rendezvous.registry")
 
-HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 TAG_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 RESERVED_HOSTNAMES = frozenset({"localhost", "backbone", "broadcast"})
 MAX_TAGS = 10
 MAX_HANDSHAKE_INBOX = 100
 MAX_JUSTIFICATION = 1024
-JOIN_RULES = ("open", "token", "invite")
-BACKBONE = 0
 # Go's net.IP.IsPrivate: RFC 1918 and RFC 4193 only (Python's is_private also covers test nets).
 _PRIVATE_NETS = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"))
-
-
-def address(network_id: int, node_id: int) -> str:
-    """Pilot text address, e.g. `0:0000.0000.03E8` (common/protocol/address.go)."""
-    return str(Addr(network_id, node_id))
 
 
 def validate_hostname(name: str) -> None:
@@ -97,45 +88,13 @@ def sanitize_listen_addr(remote: str, listen_addr: str) -> str:
     return listen_addr
 
 
-def _uint(msg: Message, key: str, bits: int = 32) -> int:
-    v = msg.get(key)
-    if isinstance(v, float) and v.is_integer():
-        v = int(v)
-    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < (1 << bits):
-        raise BadRequest(f"{key} required (unsigned {bits}-bit integer)")
-    return v
-
-
-def _str(msg: Message, key: str, default: str = "") -> str:
-    v = msg.get(key, default)
-    if v is None:
-        return default
-    if not isinstance(v, str):
-        raise BadRequest(f"{key} must be a string")
-    return v
-
-
-def _bool(msg: Message, key: str) -> bool:
-    v = msg.get(key, False)
-    if not isinstance(v, bool):
-        raise BadRequest(f"{key} must be true or false")
-    return v
-
-
-def _str_list(msg: Message, key: str) -> list[str]:
-    v = msg.get(key) or []
-    if not isinstance(v, list):
-        raise BadRequest(f"{key} must be a list of strings")
-    return [x for x in v if isinstance(x, str) and x]
-
-
 def error_reply(err: RendezvousError) -> Message:
     code = {BadRequest: "bad_request", NotFound: "not_found", Forbidden: "forbidden",
             Conflict: "conflict"}.get(type(err), "error")
     return {"type": "error", "error": str(err), "code": code}
 
 
-class Registry:
+class Registry(NetworkHandlers):
     """Handles registry requests. `beacon_addr` is advertised in beacon_list and for relay-only
     nodes; `admin_token` (empty = admin operations disabled) gates network creation and listings."""
 
@@ -213,13 +172,13 @@ class Registry:
 
     # -- nodes -------------------------------------------------------------------------------
     def _h_register(self, msg: Message, remote: str, now: float) -> Message:
-        public_key = _str(msg, "public_key")
+        public_key = str_of(msg, "public_key")
         if not public_key:
             raise BadRequest("registration requires public_key")
         raw_key = signatures.decode_public_key(public_key)
-        listen_addr = _str(msg, "listen_addr")
+        listen_addr = str_of(msg, "listen_addr")
         signatures.verify(raw_key, signatures.challenge("register", listen_addr, public_key), msg.get("signature"))
-        hostname = _str(msg, "hostname")
+        hostname = str_of(msg, "hostname")
         hostname_error = ""
         try:
             validate_hostname(hostname)
@@ -231,10 +190,10 @@ class Registry:
             node_id = self.store.allocate_node_id(public_key)
         rec = self.store.node(node_id) or NodeRecord(node_id=node_id, public_key=public_key, key_created=now)
         rec.real_addr = sanitize_listen_addr(remote, listen_addr)
-        rec.lan_addrs = _str_list(msg, "lan_addrs")
-        rec.version = _str(msg, "version") or rec.version
-        rec.relay_only = _bool(msg, "relay_only")
-        rec.owner = rec.owner or _str(msg, "owner")
+        rec.lan_addrs = str_list_of(msg, "lan_addrs")
+        rec.version = str_of(msg, "version") or rec.version
+        rec.relay_only = bool_of(msg, "relay_only")
+        rec.owner = rec.owner or str_of(msg, "owner")
         if hostname and hostname != rec.hostname:
             holder = self.store.node_by_hostname(hostname)
             if holder is not None and holder.node_id != node_id:
@@ -253,13 +212,13 @@ class Registry:
         return reply
 
     def _h_heartbeat(self, msg: Message, remote: str, now: float) -> Message:
-        node_id = _uint(msg, "node_id")
+        node_id = uint_of(msg, "node_id")
         self._signed(msg, self._node(node_id), "heartbeat", node_id)
         self.last_seen[node_id] = now
         return {"type": "heartbeat_ok", "time": int(now)}
 
     def _h_lookup(self, msg: Message, remote: str, now: float) -> Message:
-        rec = self._node(_uint(msg, "node_id"))
+        rec = self._node(uint_of(msg, "node_id"))
         reply: Message = {"type": "lookup_ok", "node_id": rec.node_id, "address": address(BACKBONE, rec.node_id),
                           "networks": self._networks_of(rec.node_id), "public_key": rec.public_key,
                           "public": rec.public}
@@ -276,7 +235,7 @@ class Registry:
         return reply
 
     def _h_resolve(self, msg: Message, remote: str, now: float) -> Message:
-        node_id, requester_id = _uint(msg, "node_id"), _uint(msg, "requester_id")
+        node_id, requester_id = uint_of(msg, "node_id"), uint_of(msg, "requester_id")
         requester = self.store.node(requester_id)
         if requester is None:
             raise Forbidden(f"resolve denied: requester node {requester_id} is not registered")
@@ -293,7 +252,7 @@ class Registry:
         return reply
 
     def _h_resolve_hostname(self, msg: Message, remote: str, now: float) -> Message:
-        hostname = _str(msg, "hostname")
+        hostname = str_of(msg, "hostname")
         if not hostname:
             raise BadRequest("hostname required")
         rec = self.store.node_by_hostname(hostname)
@@ -305,16 +264,16 @@ class Registry:
                 "public": rec.public, "hostname": rec.hostname}
 
     def _h_set_visibility(self, msg: Message, remote: str, now: float) -> Message:
-        node_id = _uint(msg, "node_id")
+        node_id = uint_of(msg, "node_id")
         rec = self._node(node_id)
         if not self._is_admin(msg):
             self._signed(msg, rec, "set_visibility", node_id)
-        rec.public = _bool(msg, "public")
+        rec.public = bool_of(msg, "public")
         self.store.put_node(rec)
         return {"type": "set_visibility_ok", "node_id": node_id, "visibility": "public" if rec.public else "private"}
 
     def _h_set_hostname(self, msg: Message, remote: str, now: float) -> Message:
-        node_id, hostname = _uint(msg, "node_id"), _str(msg, "hostname")
+        node_id, hostname = uint_of(msg, "node_id"), str_of(msg, "hostname")
         try:
             validate_hostname(hostname)
         except BadRequest as err:
@@ -330,7 +289,7 @@ class Registry:
         return {"type": "set_hostname_ok", "node_id": node_id, "hostname": hostname}
 
     def _h_set_tags(self, msg: Message, remote: str, now: float) -> Message:
-        node_id, tags = _uint(msg, "node_id"), normalize_tags(msg.get("tags"))
+        node_id, tags = uint_of(msg, "node_id"), normalize_tags(msg.get("tags"))
         rec = self._node(node_id)
         if not self._is_admin(msg):
             self._signed(msg, rec, "set_tags", node_id)
@@ -339,7 +298,7 @@ class Registry:
         return {"type": "set_tags_ok", "node_id": node_id, "tags": tags}
 
     def _h_deregister(self, msg: Message, remote: str, now: float) -> Message:
-        node_id = _uint(msg, "node_id")
+        node_id = uint_of(msg, "node_id")
         rec = self.store.node(node_id)
         if rec is None:
             return {"type": "deregister_ok"}
@@ -352,7 +311,7 @@ class Registry:
         return {"type": "deregister_ok"}
 
     def _h_rotate_key(self, msg: Message, remote: str, now: float) -> Message:
-        node_id, new_key = _uint(msg, "node_id"), _str(msg, "new_public_key")
+        node_id, new_key = uint_of(msg, "node_id"), str_of(msg, "new_public_key")
         if not new_key:
             raise BadRequest("rotate_key requires new_public_key")
         signatures.decode_public_key(new_key)
@@ -371,7 +330,7 @@ class Registry:
                 "public_key": new_key}
 
     def _h_punch(self, msg: Message, remote: str, now: float) -> Message:
-        requester_id, a, b = _uint(msg, "requester_id"), _uint(msg, "node_a"), _uint(msg, "node_b")
+        requester_id, a, b = uint_of(msg, "requester_id"), uint_of(msg, "node_a"), uint_of(msg, "node_b")
         if requester_id not in (a, b):
             raise Forbidden("punch denied: requester must be participant")
         self._signed(msg, self._node(requester_id), "punch", a, b)
@@ -388,8 +347,8 @@ class Registry:
 
     # -- trust and relayed handshakes -----------------------------------------------------
     def _h_request_handshake(self, msg: Message, remote: str, now: float) -> Message:
-        from_id, to_id = _uint(msg, "from_node_id"), _uint(msg, "to_node_id")
-        justification = _str(msg, "justification")[:MAX_JUSTIFICATION]
+        from_id, to_id = uint_of(msg, "from_node_id"), uint_of(msg, "to_node_id")
+        justification = str_of(msg, "justification")[:MAX_JUSTIFICATION]
         self._signed(msg, self._node(from_id), "request_handshake", from_id, to_id)
         self._node(to_id)
         pending = self.store.handshake_requests(to_id)
@@ -401,7 +360,7 @@ class Registry:
         return {"type": "request_handshake_ok", "status": "delivered"}
 
     def _h_poll_handshakes(self, msg: Message, remote: str, now: float) -> Message:
-        node_id = _uint(msg, "node_id")
+        node_id = uint_of(msg, "node_id")
         self._signed(msg, self._node(node_id), "poll_handshakes", node_id)
         requests, responses = self.store.take_handshakes(node_id)
         return {"type": "poll_handshakes_ok",
@@ -411,7 +370,7 @@ class Registry:
                               for r in responses]}
 
     def _h_respond_handshake(self, msg: Message, remote: str, now: float) -> Message:
-        node_id, peer_id, accept = _uint(msg, "node_id"), _uint(msg, "peer_id"), _bool(msg, "accept")
+        node_id, peer_id, accept = uint_of(msg, "node_id"), uint_of(msg, "peer_id"), bool_of(msg, "accept")
         self._signed(msg, self._node(node_id), "respond_handshake", node_id, peer_id)
         self._node(peer_id)
         if not self.store.close_handshake_request(node_id, peer_id):
@@ -426,125 +385,19 @@ class Registry:
         return {"type": "respond_handshake_ok", "accept": accept, "peer_id": peer_id}
 
     def _h_report_trust(self, msg: Message, remote: str, now: float) -> Message:
-        node_id, peer_id = _uint(msg, "node_id"), _uint(msg, "peer_id")
+        node_id, peer_id = uint_of(msg, "node_id"), uint_of(msg, "peer_id")
         self._signed(msg, self._node(node_id), "report_trust", node_id, peer_id)
         self._node(peer_id)
         self.store.add_trust(node_id, peer_id)     # a pair counts once both sides reported it
         return {"type": "report_trust_ok"}
 
     def _h_revoke_trust(self, msg: Message, remote: str, now: float) -> Message:
-        node_id, peer_id = _uint(msg, "node_id"), _uint(msg, "peer_id")
+        node_id, peer_id = uint_of(msg, "node_id"), uint_of(msg, "peer_id")
         self._signed(msg, self._node(node_id), "revoke_trust", node_id, peer_id)
         if not self.store.remove_trust(node_id, peer_id):
             raise NotFound(f"no trust pair between {node_id} and {peer_id}")
         return {"type": "revoke_trust_ok"}
 
     def _h_check_trust(self, msg: Message, remote: str, now: float) -> Message:
-        a, b = _uint(msg, "node_id"), _uint(msg, "peer_id")
+        a, b = uint_of(msg, "node_id"), uint_of(msg, "peer_id")
         return {"type": "check_trust_ok", "trusted": self.store.trusted(a, b)}
-
-    # -- networks ------------------------------------------------------------------------
-    def _network(self, net_id: int) -> NetworkRecord:
-        if net_id == BACKBONE:
-            return NetworkRecord(network_id=BACKBONE, name="backbone")
-        rec = self.store.network(net_id)
-        if rec is None:
-            raise NotFound(f"network {net_id}: network not found")
-        return rec
-
-    def _h_list_networks(self, msg: Message, remote: str, now: float) -> Message:
-        admin = self._is_admin(msg)
-        nets = []
-        for rec in [self._network(BACKBONE), *self.store.networks()]:
-            entry: Message = {"id": rec.network_id, "name": rec.name, "join_rule": rec.join_rule}
-            if admin:
-                entry["members"] = (self.store.node_count() if rec.network_id == BACKBONE
-                                    else len(self.store.members(rec.network_id)))
-            nets.append(entry)
-        return {"type": "list_networks_ok", "networks": nets}
-
-    def _h_list_nodes(self, msg: Message, remote: str, now: float) -> Message:
-        net_id = _uint(msg, "network_id", 16)
-        if net_id == BACKBONE:
-            raise Forbidden("listing backbone nodes is not permitted (use lookup with a specific node_id)")
-        self._network(net_id)
-        nodes = []
-        for node_id in self.store.members(net_id):
-            rec = self.store.node(node_id)
-            if rec is None:
-                nodes.append({"node_id": node_id, "address": address(net_id, node_id), "offline": True})
-                continue
-            entry: Message = {"node_id": node_id, "address": address(net_id, node_id), "public": rec.public}
-            if rec.hostname:
-                entry["hostname"] = rec.hostname
-            if rec.tags:
-                entry["tags"] = rec.tags
-            if rec.public:
-                entry["real_addr"] = self._endpoint(rec)
-            nodes.append(entry)
-        return {"type": "list_nodes_ok", "nodes": nodes}
-
-    def _h_create_network(self, msg: Message, remote: str, now: float) -> Message:
-        if not self.admin_token:
-            raise Forbidden("network creation is disabled (start pilot-rendezvous with -admin-token)")
-        if not self._is_admin(msg):
-            raise Forbidden("invalid admin token")
-        name, rule, token = _str(msg, "name"), _str(msg, "join_rule") or "open", _str(msg, "token")
-        if not name or len(name) > 63 or not HOSTNAME_RE.match(name) or name == "backbone":
-            raise BadRequest("network name must be 1-63 lowercase alphanumerics or hyphens, not \"backbone\"")
-        if rule not in JOIN_RULES:
-            raise BadRequest(f"unknown join rule: {rule} (use one of {', '.join(JOIN_RULES)})")
-        if rule == "token" and not token:
-            raise BadRequest("join_rule token requires a token")
-        if any(n.name == name for n in self.store.networks()):
-            raise Conflict(f'network "{name}" already exists')
-        creator = _uint(msg, "node_id") if msg.get("node_id") is not None else 0
-        if creator:      # `pilotctl network create` sends node_id 0: an operator's network, nobody in it yet
-            self._node(creator)
-        net_id = self.store.create_network(NetworkRecord(network_id=0, name=name, join_rule=rule, token=token,
-                                                         created=now))
-        if creator:
-            self.store.add_member(net_id, creator)
-        return {"type": "create_network_ok", "network_id": net_id, "name": name}
-
-    def _h_join_network(self, msg: Message, remote: str, now: float) -> Message:
-        node_id, net_id = _uint(msg, "node_id"), _uint(msg, "network_id", 16)
-        rec = self._node(node_id)
-        admin = self._is_admin(msg)
-        if not admin:
-            self._signed(msg, rec, "join_network", node_id, net_id)
-        if net_id == BACKBONE:
-            raise Conflict(f"node {node_id} already in network 0 (the backbone)")
-        net = self._network(net_id)
-        members = self.store.members(net_id)
-        if node_id in members:
-            raise Conflict(f"node {node_id} already in network {net_id}")
-        if not admin:
-            if net.join_rule == "token" and not hmac.compare_digest(
-                    _str(msg, "token").encode(), net.token.encode()):
-                raise Forbidden(f"invalid token for network {net_id}")
-            if net.join_rule == "invite":
-                inviter = msg.get("inviter_id")
-                if not inviter or inviter not in members:
-                    raise Forbidden(f"invite required for network {net_id} (an existing member must invite you)")
-        if net.max_members and len(members) >= net.max_members:
-            raise Conflict(f"network {net_id} is full (max {net.max_members} members)")
-        self.store.add_member(net_id, node_id)
-        return {"type": "join_network_ok", "network_id": net_id, "address": address(net_id, node_id)}
-
-    def _h_leave_network(self, msg: Message, remote: str, now: float) -> Message:
-        node_id, net_id = _uint(msg, "node_id"), _uint(msg, "network_id", 16)
-        rec = self._node(node_id)
-        if not self._is_admin(msg):
-            self._signed(msg, rec, "leave_network", node_id, net_id)
-        if net_id == BACKBONE:
-            raise BadRequest("cannot leave the backbone network")
-        self._network(net_id)
-        if not self.store.remove_member(net_id, node_id):
-            raise NotFound(f"node {node_id} is not a member of network {net_id}")
-        return {"type": "leave_network_ok", "network_id": net_id}
-
-    def _h_get_network_policy(self, msg: Message, remote: str, now: float) -> Message:
-        net = self._network(_uint(msg, "network_id", 16))
-        return {"type": "get_network_policy_ok", "network_id": net.network_id, "max_members": net.max_members,
-                "allowed_ports": net.allowed_ports, "description": net.description}

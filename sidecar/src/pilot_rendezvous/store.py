@@ -1,7 +1,7 @@
 """What the registry keeps, and the small storage interface it keeps it behind.
 
 A `Store` holds durable state only: nodes, the key -> node id bindings (kept after deregister so
-a key always gets its old id back), networks and members, trust (directed: a pair is trusted when
+a key always gets its old id back), networks and members, network invitations, trust (directed: a pair is trusted when
 both sides vouched) and the relayed-handshake inboxes (a request stays until answered; a poll
 hands it out once). Liveness (last heartbeat) is not stored. `store_sqlite.SQLiteStore` is the embedded
 implementation; a shared database can implement the same methods to serve several replicas.
@@ -40,6 +40,13 @@ class NetworkRecord:
 
 
 @dataclass
+class Invite:
+    network_id: int
+    inviter_id: int
+    timestamp: int
+
+
+@dataclass
 class HandshakeRequest:
     from_node_id: int
     justification: str
@@ -71,6 +78,10 @@ class Store(Protocol):
     def members(self, network_id: int) -> list[int]: ...
     def add_member(self, network_id: int, node_id: int) -> None: ...
     def remove_member(self, network_id: int, node_id: int) -> bool: ...
+    # network invitations (one pending per network and invitee, until answered)
+    def add_invite(self, target: int, invite: Invite) -> None: ...     # replaces an earlier one
+    def invites(self, target: int) -> list[Invite]: ...
+    def take_invite(self, target: int, network_id: int) -> Invite | None: ...
     # trust and relayed handshakes
     def trusted(self, a: int, b: int) -> bool: ...            # both a->b and b->a vouched
     def add_trust(self, a: int, b: int) -> None: ...            # a vouches for b

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .store import HandshakeRequest, HandshakeResponse, NetworkRecord, NodeRecord
+from .store import HandshakeRequest, HandshakeResponse, Invite, NetworkRecord, NodeRecord
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
@@ -22,6 +22,8 @@ CREATE TABLE IF NOT EXISTS networks (
 CREATE TABLE IF NOT EXISTS members (network_id INTEGER NOT NULL, node_id INTEGER NOT NULL,
     PRIMARY KEY (network_id, node_id));
 CREATE INDEX IF NOT EXISTS members_by_node ON members (node_id);
+CREATE TABLE IF NOT EXISTS invites (target INTEGER NOT NULL, network_id INTEGER NOT NULL, inviter INTEGER NOT NULL,
+    ts INTEGER NOT NULL, PRIMARY KEY (target, network_id));
 CREATE TABLE IF NOT EXISTS trust (a INTEGER NOT NULL, b INTEGER NOT NULL, PRIMARY KEY (a, b));
 CREATE TABLE IF NOT EXISTS hs_requests (to_node INTEGER NOT NULL, from_node INTEGER NOT NULL,
     justification TEXT NOT NULL, ts INTEGER NOT NULL, delivered INTEGER NOT NULL DEFAULT 0,
@@ -146,6 +148,23 @@ class SQLiteStore:
     def remove_member(self, network_id: int, node_id: int) -> bool:
         cur = self._write("DELETE FROM members WHERE network_id=? AND node_id=?", (network_id, node_id))
         return cur.rowcount > 0
+
+    # -- network invitations ----------------------------------------------------------------------
+    def add_invite(self, target: int, invite: Invite) -> None:
+        self._write("INSERT OR REPLACE INTO invites VALUES (?,?,?,?)",
+                    (target, invite.network_id, invite.inviter_id, invite.timestamp))
+
+    def invites(self, target: int) -> list[Invite]:
+        rows = self._db.execute("SELECT network_id, inviter, ts FROM invites WHERE target=? ORDER BY ts, network_id",
+                                (target,))
+        return [Invite(*r) for r in rows]
+
+    def take_invite(self, target: int, network_id: int) -> Invite | None:
+        with self._tx():
+            row = self._db.execute("SELECT network_id, inviter, ts FROM invites WHERE target=? AND network_id=?",
+                                   (target, network_id)).fetchone()
+            self._db.execute("DELETE FROM invites WHERE target=? AND network_id=?", (target, network_id))
+        return Invite(*row) if row else None
 
     # -- trust and relayed handshakes ---------------------------------------------------------
     def trusted(self, a: int, b: int) -> bool:

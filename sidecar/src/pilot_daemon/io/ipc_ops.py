@@ -195,23 +195,34 @@ class IPCOps:
         return _json(Cmd.SET_WEBHOOK_OK, {"webhook": r.url})
 
     async def _network(self, client: Client, r: ipc.Network) -> bytes:
-        sign, node = self.d.identity.sign_b64, self.d.node_id
-        if r.sub == NetworkSub.LIST:
-            msg = {"type": "list_networks"}
-        elif r.sub == NetworkSub.JOIN:
-            msg = reg.join_network(sign, node, r.network_id, r.token)
-        elif r.sub == NetworkSub.LEAVE:
-            msg = reg.leave_network(sign, node, r.network_id)
-        elif r.sub == NetworkSub.MEMBERS:
-            msg = reg.list_nodes(r.network_id, self.d.s["admin_token"])
-        else:
-            raise IPCRequestError(NOT_SUPPORTED.format(verb="network invites"))
-        reply = await self._registry(Cmd.NETWORK_OK, "network", msg)
-        if r.sub == NetworkSub.JOIN and r.network_id not in self.d.networks:
+        verb, msg = self._network_request(r)
+        reply = await self._registry(Cmd.NETWORK_OK, verb, msg)
+        joined = r.sub == NetworkSub.JOIN or (r.sub == NetworkSub.RESPOND_INVITE and r.accept)
+        if joined and r.network_id not in self.d.networks:
             self.d.networks.append(r.network_id)
         elif r.sub == NetworkSub.LEAVE and r.network_id in self.d.networks:
             self.d.networks.remove(r.network_id)
         return reply
+
+    def _network_request(self, r: ipc.Network) -> tuple[str, reg.Message]:
+        """The registry request of a network sub-command, and the verb its errors start with (as upstream)."""
+        sign, node, admin = self.d.identity.sign_b64, self.d.node_id, self.d.s["admin_token"]
+        match r.sub:
+            case NetworkSub.LIST:
+                return "network list", {"type": "list_networks"}
+            case NetworkSub.JOIN:
+                return "network join", reg.join_network(sign, node, r.network_id, r.token)
+            case NetworkSub.LEAVE:
+                return "network leave", reg.leave_network(sign, node, r.network_id)
+            case NetworkSub.MEMBERS:
+                return "network members", reg.list_nodes(r.network_id, admin)
+            case NetworkSub.INVITE:
+                return "network invite", reg.invite_to_network(sign, node, r.network_id, r.node_id, admin)
+            case NetworkSub.POLL_INVITES:
+                return "network poll-invites", reg.poll_invites(sign, node)
+            case NetworkSub.RESPOND_INVITE:
+                return "network respond-invite", reg.respond_invite(sign, node, r.network_id, r.accept)
+        raise IPCRequestError(f"network: unknown sub-command {int(r.sub)}")
 
     async def _rotatekey(self, client: Client, r: ipc.RotateKey) -> bytes:
         d = self.d

@@ -137,6 +137,23 @@ def list_nodes(network: int, admin_token: str = "") -> Message:
     return msg
 
 
+def invite_to_network(sign: Sign, inviter: int, network: int, target: int, admin_token: str = "") -> Message:
+    msg: Message = {"type": "invite_to_network", "inviter_id": inviter, "network_id": network,
+                    "target_node_id": target, "signature": sign(f"invite:{inviter}:{network}:{target}")}
+    if admin_token:
+        msg["admin_token"] = admin_token
+    return msg
+
+
+def poll_invites(sign: Sign, node: int) -> Message:
+    return {"type": "poll_invites", "node_id": node, "signature": sign(f"poll_invites:{node}")}
+
+
+def respond_invite(sign: Sign, node: int, network: int, accept: bool) -> Message:
+    return {"type": "respond_invite", "node_id": node, "network_id": network, "accept": accept,
+            "signature": sign(f"respond_invite:{node}:{network}")}
+
+
 def leave_network(sign: Sign, node: int, network: int) -> Message:
     return {"type": "leave_network", "node_id": node, "network_id": network,
             "signature": sign(f"leave_network:{node}:{network}")}
