@@ -2,17 +2,24 @@
 
 The official pilotctl sends messages through either daemon and reads the receiver's inbox (the JSON files
 under ``~/.pilot/inbox``); ``pilotctl ping --trace`` gets the official echo's timestamped reply from ours.
+``pilotctl send-file`` streams files (FILESTREAM, whatever their size) into ours and into an official
+receiver side by side: the same JSON reply, the same bytes on disk, the same refusals when full.
 """
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import os
+import re
 import struct
 import subprocess
+import time
 
 import pytest
 
 from daemon_harness import our_daemons  # noqa: F401  (fixture)
+from pilot_harness import missing
 from pilot_daemon.io.dataexchange import DataExchange
 from pilot_daemon.proto import dataexchange as dx
 
@@ -128,3 +135,115 @@ def test_ping_trace_gets_server_timestamps_from_our_echo(pair):
         proc.stdout
     results = ok(official.ctl("ping", ours.info()["address"], "--count", "1", "--trace"))["results"]
     assert results[0]["bytes"] == 20 and results[0]["to_server_ms"] >= 0 and results[0]["from_server_ms"] >= 0
+
+
+# -- send-file (FILESTREAM) and the storage caps, official receiver and ours side by side --------------------
+@pytest.fixture
+def trio(rendezvous, official_daemons, our_daemons):
+    """(official sender, official receiver, our receiver)"""
+    rdv = rendezvous()
+    sender = official_daemons("go-tx", rdv.registry, rdv.beacon, "-public")
+    return sender, official_daemons("go-rx", rdv.registry, rdv.beacon, "-public"), \
+        our_daemons("py-rx", rdv.registry, rdv.beacon, "-public")
+
+
+def same_shape(envelope: dict, receiver) -> dict:
+    """The reply without what differs between runs and receivers: timings, the receiver's address, ids."""
+    text = json.dumps(envelope, sort_keys=True).replace(receiver.info()["address"], "ADDR")
+    text = re.sub(r'"(elapsed_ms|throughput_mbps)": [0-9.e+-]+', r'"\1": 0', text)
+    return json.loads(re.sub(r'"message_id": "[0-9a-f]+"', '"message_id": "ID"', text))
+
+
+def received(d, pattern: str = "*") -> list[str]:
+    """The receiver's ``~/.pilot/received`` (recursively), with the time in each name blanked."""
+    root = d.home / ".pilot" / "received"
+    return sorted(re.sub(r"-\d{8}-\d{6}\.\d{3}-", "-T-", str(p.relative_to(root))) for p in root.rglob(pattern))
+
+
+@pytest.mark.official
+@pytest.mark.timeout(90)
+def test_send_file_streams_into_ours_as_into_the_official(trio, tmp_path):
+    sender, official, ours = trio
+    data = os.urandom((2 << 20) + 12345)                  # 43 chunks of 48 KiB and a short one
+    path = tmp_path / "payload.tar.gz"
+    path.write_bytes(data)
+    reply = {}
+    for who, d in (("official", official), ("ours", ours)):
+        reply[who] = same_shape(ok(sender.ctl("send-file", d.info()["address"], str(path))), d)
+        (saved,) = (d.home / ".pilot" / "received").glob("payload.tar-*.gz")
+        assert saved.read_bytes() == data
+        assert received(d) == [".partial", "payload.tar-T-000001.gz"]
+    assert reply["ours"]["transport"] == "filestream" and reply["ours"]["verified"] is True
+    assert reply["ours"] == reply["official"], reply
+    assert '"msg": "file saved (stream)"' in ours.log.read_text()
+
+    prefix = hashlib.sha256(data).digest()[:16].hex()      # a retry finds its .partial and resumes
+    for who, d in (("official", official), ("ours", ours)):
+        (d.home / ".pilot" / "received" / ".partial" / prefix).write_bytes(data[:1_000_000])
+        reply[who] = same_shape(ok(sender.ctl("send-file", d.info()["address"], str(path))), d)
+        assert received(d, "*-000002.gz") == ["payload.tar-T-000002.gz"]
+    assert reply["ours"]["bytes_resumed"] == 1_000_000 and reply["ours"] == reply["official"], reply
+
+    back = ok(ours.ctl("send-file", official.info()["address"], str(path)))   # and out through ours
+    assert back["transport"] == "filestream" and back["verified"] is True and back["bytes_resumed"] == 0
+
+
+def sparse(path, size: int, age: float = 0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.truncate(size)
+    if age:
+        os.utime(path, (time.time() - age,) * 2)
+
+
+def chattr(flag: str, path) -> None:
+    proc = subprocess.run(["chattr", flag, str(path)], capture_output=True, text=True)
+    if proc.returncode:
+        missing(f"an undeletable file needs chattr on this filesystem: {proc.stderr.strip()}")
+
+
+@pytest.mark.official
+@pytest.mark.timeout(90)
+def test_full_received_dir_and_inbox_are_refused_as_the_official_refuses(trio, tmp_path):
+    sender, official, ours = trio
+    receivers = (("official", official), ("ours", ours))
+    path = tmp_path / "report.bin"
+    path.write_bytes(os.urandom(120_000))
+    replies: dict = {}
+    for who, d in receivers:
+        sparse(d.home / ".pilot" / "received" / "big.bin", (2 << 30) - 100_000)    # 2 GiB quota, nearly used
+        replies[who] = [sender.ctl("send-file", d.info()["address"], str(path), *extra)
+                        for extra in ((), ("--no-stream",))]
+        assert received(d) == [".partial", "big.bin"]
+    assert [r["message"] for r in replies["ours"]] == [
+        "streamed send-file failed: receiver rejected file: receiver disk quota exceeded: need 120000, 100000 of "
+        "2147483648 available",
+        "receiver rejected file: ERR FILE save failed: received-files quota exceeded: 2147383648 + 120000 > 2147483648"]
+    assert [same_shape(r, ours) for r in replies["ours"]] == [same_shape(r, official) for r in replies["official"]]
+
+    sizes = {}
+    for who, d in receivers:                   # the inbox holds 256 MiB that cannot be evicted
+        stuck = d.home / ".pilot" / "inbox" / "stuck.json"
+        sparse(stuck, 256 << 20)
+        chattr("+i", stuck)
+        try:
+            reply = sender.ctl("send-message", d.info()["address"], "--data", "hello")
+        finally:
+            chattr("-i", stuck)
+        stuck.unlink()
+        found = re.fullmatch(r"ERR TEXT save failed: inbox byte budget exceeded: 268435456 \+ (\d+) > 268435456",
+                             reply["results"][0]["ack"])
+        assert found and reply["status"] == "error", reply
+        sizes[who] = int(found.group(1))       # the message's JSON: its received_at has 1-9 fraction digits
+        replies[who] = same_shape(json.loads(json.dumps(reply).replace(found.group(1), "N")), d)
+        assert not list((d.home / ".pilot" / "inbox").iterdir())
+    assert replies["ours"] == replies["official"] and abs(sizes["ours"] - sizes["official"]) <= 8, (replies, sizes)
+
+    listings = []
+    for who, d in receivers:                   # over the cap: the oldest go, down to 90 %
+        for i, size in enumerate((120 << 20, 100 << 20, 40 << 20, 10)):
+            sparse(d.home / ".pilot" / "inbox" / f"old{i}.json", size, age=1000 - i)
+        assert ok(sender.ctl("send-message", d.info()["address"], "--data", "x" * 100))["ack"] == "ACK TEXT 100 bytes"
+        listings.append(sorted(re.sub(r"-\d{8}-\d{6}\.\d{3}-", "-T-", p.name)
+                               for p in (d.home / ".pilot" / "inbox").iterdir()))
+    assert listings[0] == listings[1] == ["TEXT-T-000002.json", "old1.json", "old2.json", "old3.json"]

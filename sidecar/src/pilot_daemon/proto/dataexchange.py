@@ -2,15 +2,18 @@
 
 A frame is ``[u32 type][u32 length][payload]`` (big-endian), at most 64 MiB unless
 ``PILOT_DATAEXCHANGE_MAX_FRAME`` says otherwise. Types: 1 TEXT, 2 BINARY, 3 JSON, 4 FILE (payload
-``[u16 name len][name][data]``), 5 TRACE (``[u32 inner type][u64 sent_at ns][inner payload]``), 7 FILESTREAM,
-10 TAGGED (``[u16 header len][JSON {"message_id","reply_to"}][u32 inner type][inner payload]``). The
-receiver answers every frame with a TEXT frame ``ACK <TYPE> <n> bytes`` or ``ERR <TYPE> save failed: ...``
-(a TRACE frame with a JSON timing frame). Inbox records are the JSON files ``pilotctl inbox`` reads.
+``[u16 name len][name][data]``), 5 TRACE (``[u32 inner type][u64 sent_at ns][inner payload]``), 7 FILESTREAM
+(one step of a chunked transfer: ``filestream``), 10 TAGGED (``[u16 header len][JSON {"message_id",
+"reply_to"}][u32 inner type][inner payload]``). The receiver answers every frame but FILESTREAM with a TEXT
+frame ``ACK <TYPE> <n> bytes`` or ``ERR <TYPE> save failed: ...`` (a TRACE frame with a JSON timing frame);
+the reasons after ``save failed:`` are Go's texts (``os_error_text``, ``storage_caps``). Inbox records are the
+JSON files ``pilotctl inbox`` reads.
 """
 from __future__ import annotations
 
 import base64
 import json
+import os
 import struct
 import time
 from dataclasses import dataclass
@@ -161,13 +164,23 @@ def ack(frame: Frame, error: str | None = None) -> bytes:
     """The TEXT reply to one stored (or refused) frame."""
     name = type_name(frame.type)
     text = f"ERR {name} save failed: {error}" if error else f"ACK {name} {len(frame.payload)} bytes"
-    return Frame(TEXT, text.encode()).encode()
+    return Frame(TEXT, text.encode(errors="surrogateescape")).encode()
 
 
 def trace_ack(trace: Trace, received_ns: int, written_ns: int, sent_ns: int, inner_ack: str) -> bytes:
     body = gojson.dumps({"sent_at_ns": trace.sent_at_ns, "received_at_ns": received_ns,
                          "inbox_written_at_ns": written_ns, "ack_sent_at_ns": sent_ns, "inner_ack": inner_ack})
     return Frame(JSON, body).encode()
+
+
+def os_error_text(op: str, path: str | os.PathLike, exc: OSError | ValueError) -> str:
+    """Go's ``*PathError`` text, ``op path: reason``, as the official puts it in ERR and COMPLETE texts (Go's
+    reasons are strerror's with a small first letter). A ``ValueError`` (a NUL byte in a name) is EINVAL."""
+    if isinstance(exc, OSError) and exc.errno:
+        reason = os.strerror(exc.errno)
+    else:
+        reason = "invalid argument" if isinstance(exc, ValueError) else str(exc)
+    return f"{op} {os.fspath(path)}: {reason[:1].lower()}{reason[1:]}"
 
 
 def rfc3339nano(ns: int) -> str:
