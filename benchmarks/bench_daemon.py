@@ -120,9 +120,14 @@ def main() -> int:
     figures: dict[str, dict[str, float]] = {}
     batch_ratios: list[float] = []
     try:
-        ns.spawn([sys.executable, "-m", "pilot_rendezvous", "-registry-listen", REGISTRY, "-beacon-listen", BEACON,
-                  "-db", ":memory:", "-log-level", "warning"], env_for(root), root / "rendezvous.log")
-        time.sleep(1.0)
+        rdv_log = root / "rendezvous.log"
+        rdv = ns.spawn([sys.executable, "-m", "pilot_rendezvous", "-registry-listen", REGISTRY, "-beacon-listen",
+                        BEACON, "-db", ":memory:", "-log-level", "info"], env_for(root), rdv_log)
+        deadline = time.monotonic() + 30
+        while b"pilot-rendezvous ready" not in rdv_log.read_bytes():
+            if rdv.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"pilot-rendezvous did not start: {rdv_log.read_text()[-2000:]}")
+            time.sleep(0.05)
         for kind in ("official", "ours"):
             starts, rss = [], []
             for i in range(args.rounds):
