@@ -78,6 +78,9 @@ FLAGS: tuple[Flag, ...] = (
     _F("metrics-listen", "str", "", "serve Prometheus metrics at http://HOST:PORT/metrics (PilotMesh extension, "
        "not in the official daemon; default off)", "PILOT_METRICS_LISTEN"),
     _F("admin-token", "str", "", "admin token for network operations (broadcast)", "PILOT_ADMIN_TOKEN"),
+    _F("webhook", "str", "", "HTTP(S) endpoint for event notifications (empty = disabled)"),
+    _F("webhook-secret", "str", "", "HMAC-SHA256 pre-shared secret for webhook payload signing (empty = no "
+       "signature). Env: PILOT_WEBHOOK_SECRET.", "PILOT_WEBHOOK_SECRET"),
     _F("version", "bool", False, "print version and exit"),
     # Accepted and ignored: features of the official binary this daemon does not carry.
     *(_F(n, k, d, h, ignored=True) for n, k, d, h in (
@@ -99,8 +102,6 @@ FLAGS: tuple[Flag, ...] = (
         ("strict-dataplane-trust", "bool", False, "refuse key exchange with untrusted peers"),
         ("syn-whitelist", "str", "", "sources that bypass the SYN rate limit"),
         ("telemetry-url", "str", "", "telemetry endpoint URL"),
-        ("webhook", "str", "", "HTTP(S) endpoint for event notifications"),
-        ("webhook-secret", "str", "", "HMAC secret for webhook payloads"),
     )),
 )
 BY_NAME = {f.name: f for f in FLAGS}

@@ -104,7 +104,8 @@ class Conns:
         self.table = StreamTable(node, syn_rate_limit=s["syn_rate_limit"], syn_filter=self._syn_allowed,
                                  max_connections_per_port=s["max_conns_per_port"],
                                  max_total_connections=s["max_conns_total"], time_wait=s["time_wait"],
-                                 keepalive=s["keepalive"], idle_timeout=s["idle_timeout"])
+                                 keepalive=s["keepalive"], idle_timeout=s["idle_timeout"],
+                                 on_syn=self.d.conn_events.syn_received)
         if not s["no_echo"]:
             self.listen(pk.PORT_ECHO, Echo())
         from .dataexchange import DataExchange      # these need Service from this module
@@ -112,7 +113,8 @@ class Conns:
         from .handshake import HandshakeService
         self.listen(pk.PORT_HANDSHAKE, HandshakeService(self.d))
         if not s["no_dataexchange"]:
-            self.listen(pk.PORT_DATAEXCHANGE, DataExchange(force_b64=s["dataexchange_b64"]))
+            self.listen(pk.PORT_DATAEXCHANGE, DataExchange(force_b64=s["dataexchange_b64"],
+                                                           on_event=self.d.webhook.emit))
         if not s["no_eventstream"]:
             self.listen(pk.PORT_EVENTSTREAM, EventBroker(self.d))
 
@@ -232,6 +234,7 @@ class Conns:
         if stream is None:
             raise IPCRequestError(f"close: unknown connection {conn_id}")
         del self.owner[conn_id]
+        self.d.conn_events.closing(stream)
         stream.close(clock.now())
         self.flush()
 
@@ -248,6 +251,7 @@ class Conns:
                 del self.owner[conn_id]
                 stream = self.table.streams.get(conn_id) if self.table else None
                 if stream is not None:
+                    self.d.conn_events.closing(stream)
                     stream.close(now)
         for port, owner in list(self.d.ports.items()):
             if owner is client:
@@ -315,6 +319,7 @@ class Conns:
                     client.resume()
 
     def _on_event(self, ev: Any, now: float) -> None:
+        self.d.conn_events.on_event(ev, self.table)    # the webhook's conn.* events
         if isinstance(ev, Accepted):
             stream = ev.stream
             owner = self.d.ports.get(stream.local.port)

@@ -24,6 +24,7 @@ from ..proto.addr import Addr, NODE_BROADCAST
 from ..proto.errors import CryptoError
 from . import clock, status
 from .beacon import BeaconClient
+from .conn_events import ConnEvents
 from .conns import Conns
 from .ipc_server import IPCServer, parse_allowed_uids
 from .peers import Peer, PeerTable
@@ -31,6 +32,7 @@ from .registry_client import RegistryClient, RegistryUnavailable
 from .transport import TransportManager
 from .trust import TrustManager
 from .udp import UDPSocket, join_host_port, split_host_port
+from .webhook import Webhook
 
 log = logging.getLogger("pilot_daemon")
 
@@ -63,6 +65,8 @@ class Daemon:
         self.endpoint = ""
         self.networks: list[int] = []
         self.counters = status.Counters()
+        self.webhook = Webhook(settings["webhook"], settings["webhook_secret"], lambda: self.node_id)
+        self.conn_events = ConnEvents(self.webhook.emit)
         self.peers = PeerTable()
         self.ports: dict[int, Any] = {}           # bound port -> IPC client (None: a built-in service)
         self.registry = RegistryClient(settings["registry"], tls=settings["registry_tls"],
@@ -75,6 +79,7 @@ class Daemon:
         self.trust.send_direct = self.send_handshake
         self.trust.forget_peer = self.forget_peer
         self.trust.background = self.spawn
+        self.trust.on_event = self.webhook.emit
         from .ipc_ops import IPCOps   # the IPC verbs need the daemon; they live in their own module
         self.ipc = IPCServer(settings["socket"], IPCOps(self),
                              allowed_uids=parse_allowed_uids(settings["socket_allow_uids"]))
@@ -101,11 +106,14 @@ class Daemon:
         await self.ipc.start()
         log.info("daemon ready", extra={"node_id": self.node_id, "address": self.address,
                                         "endpoint": self.endpoint, "socket": self.s["socket"]})
-        for loop in (self._heartbeat_loop(), self._discover_loop(), self._trust_loop(), self.transports.watch()):
+        for loop in (self._heartbeat_loop(), self._discover_loop(), self._trust_loop(), self.transports.watch(),
+                     self.webhook.heartbeats()):
             self.spawn(loop)
 
     async def stop(self) -> None:
-        """Drain: close the IPC socket, FIN every stream and let its data go (up to 5 s), stop tasks and sockets."""
+        """Drain: close the IPC socket, FIN every stream and let its data go (up to 5 s), stop tasks and sockets;
+        the webhook gets up to 5 s for what is queued (``daemon.shutting_down`` last)."""
+        self.webhook.emit("daemon.shutting_down", status.shutting_down(self, self.uptime()))
         await self.ipc.close()
         await self.conns.drain(DRAIN_TIMEOUT)
         for task in list(self._tasks):
@@ -114,6 +122,7 @@ class Daemon:
         if self._timer is not None:
             self._timer.cancel()
         await self.registry.close()
+        await self.webhook.close()
         if self.metrics is not None:
             await self.metrics.stop()
         self.transports.close()
@@ -162,7 +171,8 @@ class Daemon:
         node = reply.get("node_id")
         if not isinstance(node, int) or not 0 < node < NODE_BROADCAST:
             raise DaemonError(f"the registry answered register without a usable node_id: {reply!r}")
-        if self.conns.table is None:
+        rejoined = self.conns.table is not None
+        if not rejoined:
             self.conns.start(node)
         elif node != self.node_id:   # a registry that lost its state: adopt the new id, as peers will look it up
             log.warning("the registry gave us a new node id", extra={"old": self.node_id, "new": node})
@@ -171,6 +181,7 @@ class Daemon:
         self.address = str(Addr(0, node))
         self.endpoint = listen_addr
         log.info("daemon registered", extra={"node_id": node, "endpoint": listen_addr})
+        self.webhook.registered(self.address, listen_addr, node, again=rejoined)
         if self.transport == "compat":
             await self.transports.after_register(node)
         elif self.beacon:
@@ -266,6 +277,8 @@ class Daemon:
             peer = self.peers.get_or_add(ev.peer_node)
             self._note_path(peer, ev.addr, ev.relay)
             peer.encrypted, peer.authenticated = True, ev.authenticated
+            self.webhook.emit("tunnel.established", {"peer_node_id": ev.peer_node, "authenticated": ev.authenticated,
+                                                     "relay": ev.relay, "rekeyed": ev.rekeyed})
             log.debug("encrypted tunnel established", extra={"peer_node_id": ev.peer_node, "auth": ev.authenticated,
                                                               "relay": peer.relay})
             self._flush_queue(peer)
@@ -325,6 +338,8 @@ class Daemon:
             if not (self.public or self.trust.allows(peer.node, now)):
                 log.debug("datagram from untrusted node %d dropped (private node)", peer.node)
                 return
+            self.webhook.emit("data.datagram", {"src_addr": str(packet.src), "src_port": packet.src_port,
+                                                "dst_port": packet.dst_port, "size": len(packet.payload)})
             self.deliver_datagram(packet)
         elif packet.protocol == pk.Proto.STREAM:
             self.on_stream_packet(packet, peer, now)

@@ -175,8 +175,8 @@ class DataExchange(Service):
         self.inbox.written(directory, len(record))
         log.info("inbox message saved", extra={"path": str(path), "type": dx.type_name(frame.type),
                                                "bytes": len(frame.payload), "message_id": frame.message_id})
-        self._event("message.received", {"type": dx.type_name(frame.type), "from": sender,
-                                         "size": len(frame.payload)})
+        self._event("message.received", {"type": dx.type_name(frame.type), "from": sender, "size": len(frame.payload),
+                                         **({"message_id": frame.message_id} if frame.message_id else {})})
         if seq % caps.INBOX_EVICT_EVERY == 0:
             self.inbox.evict_overflow(directory)
         return path

@@ -3,6 +3,9 @@
 First event of a connection = subscription, later ones = publications, fanned out to the topic's
 subscribers and to ``*`` subscribers, never back to the sender; 100 publications/s per publisher (burst
 200). Only peers this node trusts (or itself) may subscribe, as the official broker gates subscriptions.
+Webhook events as upstream: ``pubsub.subscribed`` / ``pubsub.unsubscribed`` ``{remote, topic}`` when a
+connection's subscription starts / its connection ends, ``pubsub.published`` ``{from, size, topic}`` for each
+publication fanned out (``remote`` and ``from`` are ``address:port``).
 """
 from __future__ import annotations
 
@@ -49,10 +52,16 @@ class EventBroker(Service):
                     stream.close(clock.now())
                     return
                 self.topic_of[conn], self.streams[conn] = event.topic, stream
+                self.d.webhook.emit("pubsub.subscribed", {"remote": str(stream.remote), "topic": event.topic})
             elif self._take_token(conn):
+                self.d.webhook.emit("pubsub.published", {"from": str(stream.remote), "size": len(event.payload),
+                                                         "topic": event.topic})
                 self.publish(event, sender=conn)
 
     def on_end(self, stream: st.Stream, now: float) -> None:
+        topic = self.topic_of.get(stream.conn_id)
+        if topic is not None:
+            self.d.webhook.emit("pubsub.unsubscribed", {"remote": str(stream.remote), "topic": topic})
         self._forget(stream.conn_id)
         stream.close(now)
 

@@ -17,6 +17,7 @@ from ..proto import reqsig
 from ..proto.addr import Addr, SocketAddr
 from ..proto.errors import IPCRequestError
 from ..proto.ipc import Cmd, HandshakeSub, NetworkSub
+from ..proto.webhook import WebhookURLError
 from . import clock, status
 from .ipc_server import LATER, Client
 from .trust import TrustError
@@ -191,7 +192,11 @@ class IPCOps:
         return await self._registry(Cmd.DEREGISTER_OK, "deregister",
                                     reg.deregister(self.d.identity.sign_b64, self.d.node_id))
 
-    def _setwebhook(self, client: Client, r: ipc.SetWebhook) -> bytes:
+    async def _setwebhook(self, client: Client, r: ipc.SetWebhook) -> bytes:
+        try:
+            await self.d.webhook.set_url(r.url)
+        except WebhookURLError as exc:
+            raise IPCRequestError(exc.message) from None
         return _json(Cmd.SET_WEBHOOK_OK, {"webhook": r.url})
 
     async def _network(self, client: Client, r: ipc.Network) -> bytes:

@@ -1,4 +1,5 @@
-"""The info (0x0E) and health (0x22) JSON bodies, with the keys and types of the official 1.18 daemon."""
+"""The info (0x0E) and health (0x22) JSON bodies, with the keys and types of the official 1.18 daemon (and the
+``daemon.shutting_down`` webhook event's, made of the same figures)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,9 +22,13 @@ class Counters:
     accept_queue_drops: int = 0
 
 
+def _known_peers(d: Any) -> list:
+    return [p for p in d.peers.values() if p.encrypted or p.authenticated or p.relay or p.last_rx]
+
+
 def info(d: Any, uptime: float) -> dict:
-    peers = list(d.peers.values())
-    known = [p for p in peers if p.encrypted or p.authenticated or p.relay or p.last_rx]
+    known = _known_peers(d)
+    dropped, skips = d.webhook.stats()
     return {
         "node_id": d.node_id, "address": d.address, "endpoint": d.endpoint, "hostname": d.hostname,
         "uptime_secs": float(int(uptime)), "connections": d.connection_count(), "ports": d.port_count(),
@@ -35,7 +40,8 @@ def info(d: Any, uptime: float) -> dict:
         "tunnel_encryption_success": d.counters.encrypt_ok, "tunnel_encryption_failure": d.counters.encrypt_fail,
         "handshake_pending_count": len(d.trust.pending), "version": COMPAT_VERSION,
         "networks": d.networks or None, "peer_list": [p.row() for p in known], "conn_list": d.conn_rows(),
-        "accept_queue_drops": d.counters.accept_queue_drops, "webhook_queue_dropped": 0, "webhook_circuit_skips": 0,
+        "accept_queue_drops": d.counters.accept_queue_drops, "webhook_queue_dropped": dropped,
+        "webhook_circuit_skips": skips,
         "relay_peer_count": sum(p.relay for p in known), "beacon_addr": d.beacon_addr, "motd": "",
         "features": list(ipc.FEATURES), "transport": d.transport,
         "transport_path": d.transports.describe(),   # not in the official reply: the path in use
@@ -48,3 +54,8 @@ def health(d: Any, uptime: float) -> dict:
             "handshake_pending_count", "relay_peer_count", "accept_queue_drops", "webhook_queue_dropped",
             "webhook_circuit_skips", "beacon_addr")
     return {"status": "ok", "uptime_seconds": int(uptime), **{k: full[k] for k in keys}}
+
+
+def shutting_down(d: Any, uptime: float) -> dict:
+    return {"known_peers": len(_known_peers(d)), "open_connections": d.connection_count(),
+            "uptime_seconds": int(uptime)}

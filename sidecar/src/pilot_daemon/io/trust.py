@@ -1,5 +1,11 @@
 """Trust: who may reach this private node, and the handshake verbs (official ``handshake`` package, 1.18).
 
+Webhook events through ``on_event`` where the official manager publishes them: ``handshake.received`` and then
+``handshake.pending`` or ``handshake.auto_approved`` (a direct request), ``handshake.approved``,
+``handshake.rejected``, ``trust.revoked``, ``trust.revoked_by_peer``, and ``trust.changed`` with each grant or
+revocation (``state`` granted/revoked, ``reason`` mutual, auto_approve, auto_approve_relayed, approved, local,
+by_peer). A relayed request, a relayed answer and a direct accept emit nothing, as upstream.
+
 State as the official manager keeps it: trusted peers, pending inbound requests, outgoing requests.
 Requests travel through the registry relay (``request_handshake`` / ``poll_handshakes`` /
 ``respond_handshake``); the direct port-444 stream path is an integration point for the stream layer.
@@ -79,10 +85,11 @@ class TrustManager:
         self.pending: dict[int, PendingRequest] = {}
         self.outgoing: dict[int, float] = {}
         self.contacted: dict[int, float] = {}
-        # Hooks the daemon fills in: the direct port-444 send, tunnel teardown, background tasks.
+        # Hooks the daemon fills in: the direct port-444 send, tunnel teardown, background tasks, webhook events.
         self.send_direct: Callable[..., Awaitable[bool]] = _no_direct
         self.forget_peer: Callable[[int], None] = lambda peer: None
         self.background: Callable[[Awaitable], object] = lambda aw: None
+        self.on_event: Callable[[str, dict], None] = lambda event, data: None
         self.load()
 
     # -- queries ------------------------------------------------------------------------------
@@ -116,6 +123,8 @@ class TrustManager:
         pending = self.pending.get(peer)
         if pending is not None:   # the official daemon approves a non-pending node as a no-op
             self._grant(peer, pending.public_key or await self.lookup_key(peer), mutual=False)
+            self.on_event("handshake.approved", {"peer_node_id": peer})
+            self._changed(peer, "granted", "approved")
             await self._quietly(reg.report_trust(self.sign, self.node_id, peer))
             await self._quietly(reg.respond_handshake(self.sign, self.node_id, peer, True))
             self.background(self.send_direct(peer, "handshake_accept"))
@@ -124,6 +133,7 @@ class TrustManager:
     async def reject(self, peer: int, reason: str) -> dict:
         self.pending.pop(peer, None)
         self.save()
+        self.on_event("handshake.rejected", {"peer_node_id": peer, "reason": reason})
         await self._quietly(reg.respond_handshake(self.sign, self.node_id, peer, False))
         self.background(self.send_direct(peer, "handshake_reject", reason=reason))
         return {"status": "rejected", "node_id": peer}
@@ -135,6 +145,8 @@ class TrustManager:
         self.save()
         if not was_trusted:
             raise TrustError(f"node {peer} was not trusted")
+        self.on_event("trust.revoked", {"peer_node_id": peer})
+        self._changed(peer, "revoked", "local")
         await self.send_direct(peer, "handshake_revoke", reason="trust revoked")
         self.forget_peer(peer)
         await self._quietly(reg.revoke_trust(self.sign, self.node_id, peer))
@@ -149,16 +161,22 @@ class TrustManager:
     # -- direct messages (port 444), already authenticated by the handshake service ---------------
     async def on_direct(self, kind: str, peer: int, public_key: str, justification: str, bound: bool) -> None:
         if kind == "handshake_request":
+            justification = sanitize(justification)
+            self.on_event("handshake.received", {"peer_node_id": peer, "justification": justification})
             if peer in self.trusted:
                 self.background(self.send_direct(peer, "handshake_accept"))
             elif (peer in self.outgoing and bound) or self.auto_approve:
+                reason = "mutual" if peer in self.outgoing and bound else "auto_approve"
                 self._grant(peer, public_key, mutual=peer in self.outgoing)
+                self.on_event("handshake.auto_approved", {"peer_node_id": peer, "reason": reason})
+                self._changed(peer, "granted", reason)
                 self.background(self.send_direct(peer, "handshake_accept"))
                 await self._quietly(reg.report_trust(self.sign, self.node_id, peer))
             elif peer in self.pending or len(self.pending) < MAX_PENDING:
-                self.pending[peer] = PendingRequest(peer, public_key, sanitize(justification), time.time())
+                self.pending[peer] = PendingRequest(peer, public_key, justification, time.time())
                 log.info("handshake request pending approval", extra={"peer_node_id": peer})
                 self.save()
+                self.on_event("handshake.pending", {"peer_node_id": peer, "justification": justification})
         elif kind == "handshake_accept":
             self._grant(peer, public_key or await self.lookup_key(peer), mutual=True)
             await self._quietly(reg.report_trust(self.sign, self.node_id, peer))
@@ -166,6 +184,8 @@ class TrustManager:
             self.outgoing.pop(peer, None)
             log.warning("handshake rejected by peer", extra={"peer_node_id": peer})
         elif kind == "handshake_revoke":
+            self.on_event("trust.revoked_by_peer", {"peer_node_id": peer})
+            self._changed(peer, "revoked", "by_peer")
             was_trusted = self.trusted.pop(peer, None) is not None
             self.pending.pop(peer, None)
             self.outgoing.pop(peer, None)
@@ -190,7 +210,11 @@ class TrustManager:
     async def _relayed_request(self, peer: int, justification: str) -> None:
         if peer in self.trusted or self.auto_approve or peer in self.outgoing:
             mutual = peer in self.outgoing
+            announce = peer not in self.trusted and not mutual
             self._grant(peer, await self.lookup_key(peer), mutual=mutual)
+            if announce:
+                self.on_event("handshake.auto_approved", {"peer_node_id": peer, "reason": "auto_approve"})
+                self._changed(peer, "granted", "auto_approve_relayed")
             await self._quietly(reg.respond_handshake(self.sign, self.node_id, peer, True))
             if not mutual:
                 await self._quietly(reg.report_trust(self.sign, self.node_id, peer))
@@ -201,6 +225,9 @@ class TrustManager:
         self.pending[peer] = PendingRequest(peer, await self.lookup_key(peer), sanitize(justification), time.time())
         log.info("handshake request pending approval", extra={"peer_node_id": peer})
         self.save()
+
+    def _changed(self, peer: int, state: str, reason: str) -> None:
+        self.on_event("trust.changed", {"peer_node_id": peer, "state": state, "reason": reason})
 
     def _grant(self, peer: int, key: str, *, mutual: bool) -> None:
         self.pending.pop(peer, None)

@@ -102,9 +102,11 @@ class StreamTable:
                  per_source_syn_limit: int = PER_SOURCE_SYN_LIMIT,
                  max_connections_per_port: int = MAX_CONNECTIONS_PER_PORT,
                  max_total_connections: int = MAX_TOTAL_CONNECTIONS,
-                 syn_filter: Callable[[Packet], bool] | None = None, **stream_options) -> None:
+                 syn_filter: Callable[[Packet], bool] | None = None,
+                 on_syn: Callable[[Stream], None] | None = None, **stream_options) -> None:
         self.node = node
         self.syn_filter = syn_filter
+        self.on_syn = on_syn     # told of each stream a SYN opens, before its SYN-ACK (webhook conn.syn_received)
         self.max_connections_per_port = max_connections_per_port
         self.max_total_connections = max_total_connections
         self.stream_options = stream_options
@@ -124,6 +126,8 @@ class StreamTable:
         self._timers: list[tuple[float, int]] = []
         self._timer_of: dict[int, float] = {}
         self._unaccepted: set[int] = set()
+        self.event_stream: Stream | None = None
+        """The stream of the event ``next_event`` returned last (still set when it has left the table)."""
 
     # --- listeners and dials --------------------------------------------------------------------
 
@@ -207,6 +211,7 @@ class StreamTable:
                     if event is None:
                         continue
                     self._events.appendleft(item)
+                    self.event_stream = item
                     return event
                 return item
             return None
@@ -322,4 +327,6 @@ class StreamTable:
                                   initiator=False, **self.stream_options))
         listener.pending += 1
         self._unaccepted.add(stream.conn_id)
+        if self.on_syn is not None:
+            self.on_syn(stream)
         stream.receive_packet(pkt, now)
