@@ -151,6 +151,7 @@ def test_the_same_steps_give_the_same_events_as_the_official_daemon(rendezvous, 
     payload = x.home / "report.txt"
     payload.write_text("file body\n")
     step("file", lambda k: ok(x.ctl("send-file", addr[k], str(payload))))
+    step("sent", lambda k: ok(d[k].ctl("send-message", str(Addr(0, xn)), "--data", "back")))
     step("refused", lambda k: d[k].ctl("connect", str(Addr(0, xn)), "5555", "--message", "x", "--timeout", "3s"))
     step("untrust", lambda k: ok(d[k].ctl("untrust", str(xn))))
     step("stop", lambda k: d[k].ns.stop(d[k].proc, timeout=15))
@@ -168,7 +169,7 @@ def test_the_same_steps_give_the_same_events_as_the_official_daemon(rendezvous, 
     for expected in ("node.registered", "agent.registered", "tunnel.established", "conn.syn_received",
                      "conn.established", "handshake.received", "handshake.pending", "handshake.approved",
                      "trust.changed", "message.received", "conn.fin", "data.datagram", "file.received",
-                     "conn.rst", "trust.revoked",
+                     "file.delivered", "conn.rst", "trust.revoked",
                      "daemon.shutting_down"):
         assert expected in names, (expected, names)
 
