@@ -70,3 +70,13 @@ def test_start_to_socket_ready_is_fast(rendezvous, our_daemons):
     assert d.info()["node_id"]
     print(f"\nFIGURES our start_to_socket_ms={ready_ms:.0f}")
     assert ready_ms < 3000   # the benchmark measures it precisely; this only catches a hang
+
+
+def test_optional_libraries_load_only_when_their_feature_is_used():
+    """aiohttp (webhooks, metrics) and websockets (compat) cost ~10 MiB and ~0.1 s each: a plain UDP daemon must not
+    import them (the idle RSS and start-up goals)."""
+    probe = ("import sys, pilot_daemon.cli, pilot_daemon.io.daemon; "
+             "print(sorted(m for m in ('aiohttp', 'websockets', 'prometheus_client') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -14,12 +14,14 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-import aiohttp
+from typing import TYPE_CHECKING
 
 from ..proto import webhook as wh
 from ..proto.addr import Addr
 from . import clock
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger("pilot_daemon.webhook")
 
@@ -81,6 +83,7 @@ class Sender:
         await asyncio.gather(self.worker, return_exceptions=True)
 
     async def _run(self) -> None:
+        import aiohttp     # only once there is something to send: ~10 MiB and ~0.1 s a daemon without webhooks keeps
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.attempt_timeout),
                                         skip_auto_headers=("Accept",), trust_env=wh.proxied(self.url))
         try:
