@@ -13,13 +13,14 @@ FIN per connection, so one ``conn.fin``.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..proto import packet as pk
 from ..proto import stream as st
 from ..proto.streams import Accepted, StreamTable
 
-Emit = Callable[[str, dict], None]
+if TYPE_CHECKING:
+    from .webhook import Webhook
 
 
 def _accepting(stream: st.Stream) -> dict:
@@ -33,15 +34,19 @@ def _ending(stream: st.Stream) -> dict:
 
 
 class ConnEvents:
-    def __init__(self, emit: Emit) -> None:
-        self.emit = emit
+    def __init__(self, webhook: "Webhook") -> None:
+        self.webhook = webhook
+        self.emit = webhook.emit
         self._fin_seen: set[int] = set()    # conn.fin already emitted at StreamEnded; its Closed follows
 
     def syn_received(self, stream: st.Stream) -> None:
-        self.emit("conn.syn_received", _accepting(stream))
+        if self.webhook.active:
+            self.emit("conn.syn_received", _accepting(stream))
 
     def on_event(self, ev: object, table: StreamTable) -> None:
-        """One event of ``table.next_event()`` (call before acting on it)."""
+        """One event of ``table.next_event()`` (call before acting on it); nothing to do without a webhook URL."""
+        if not self.webhook.active:
+            return
         if isinstance(ev, Accepted):
             self.emit("conn.established", _accepting(ev.stream))
             return
@@ -63,6 +68,6 @@ class ConnEvents:
 
     def closing(self, stream: st.Stream) -> None:
         """This side is about to close ``stream`` (IPC close, or its client went away)."""
-        if stream.remote.port == pk.PORT_DATAEXCHANGE:
+        if self.webhook.active and stream.remote.port == pk.PORT_DATAEXCHANGE:
             self.emit("file.delivered", {"conn_id": stream.conn_id, "remote_addr": str(stream.remote.addr),
                                          "remote_port": stream.remote.port})

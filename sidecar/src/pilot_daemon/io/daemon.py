@@ -66,7 +66,7 @@ class Daemon:
         self.networks: list[int] = []
         self.counters = status.Counters()
         self.webhook = Webhook(settings["webhook"], settings["webhook_secret"], lambda: self.node_id)
-        self.conn_events = ConnEvents(self.webhook.emit)
+        self.conn_events = ConnEvents(self.webhook)
         self.peers = PeerTable()
         self.ports: dict[int, Any] = {}           # bound port -> IPC client (None: a built-in service)
         self.registry = RegistryClient(settings["registry"], tls=settings["registry_tls"],
@@ -338,8 +338,9 @@ class Daemon:
             if not (self.public or self.trust.allows(peer.node, now)):
                 log.debug("datagram from untrusted node %d dropped (private node)", peer.node)
                 return
-            self.webhook.emit("data.datagram", {"src_addr": str(packet.src), "src_port": packet.src_port,
-                                                "dst_port": packet.dst_port, "size": len(packet.payload)})
+            if self.webhook.active:
+                self.webhook.emit("data.datagram", {"src_addr": str(packet.src), "src_port": packet.src_port,
+                                                    "dst_port": packet.dst_port, "size": len(packet.payload)})
             self.deliver_datagram(packet)
         elif packet.protocol == pk.Proto.STREAM:
             self.on_stream_packet(packet, peer, now)

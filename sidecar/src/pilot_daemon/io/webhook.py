@@ -151,6 +151,11 @@ class Webhook:
     def url(self) -> str:
         return self.sender.url if self.sender else ""
 
+    @property
+    def active(self) -> bool:
+        """A URL is set: callers on hot paths (every datagram, every SYN) build event data only then."""
+        return self.sender is not None
+
     def emit(self, event: str, data: dict | None = None) -> None:
         """Queue an event for the URL (nothing without one); never blocks, never raises for a full queue."""
         if self.sender is not None:
