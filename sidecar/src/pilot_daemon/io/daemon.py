@@ -36,7 +36,6 @@ from .webhook import Webhook
 
 log = logging.getLogger("pilot_daemon")
 
-HEARTBEAT_INTERVAL = 30.0
 DISCOVER_FAST, DISCOVER_SLOW = 1.0, 30.0
 TRUST_POLL_INTERVAL = 3.0
 PUNCH_BURST = 3
@@ -209,8 +208,10 @@ class Daemon:
         return key if isinstance(key, str) else ""
 
     async def _heartbeat_loop(self) -> None:
+        """Registry heartbeat every ``-keepalive`` (60 s by default; 0 means the default), as the official daemon."""
+        interval = self.s["keepalive"] if self.s["keepalive"] > 0 else 60.0
         while True:
-            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            await asyncio.sleep(interval)
             try:
                 await self.registry.request(reg.heartbeat(self.identity.sign_b64, self.node_id))
             except RegistryUnavailable as exc:
