@@ -277,3 +277,30 @@ def test_set_webhook_answers_checks_and_persists_as_the_official_daemon(rendezvo
         d[k].ns.stop(d[k].proc, timeout=15)
     time.sleep(0.5)
     assert [e["event"] for e in sink.events(f"ok/set-{k}")][-1] == "agent.registered"   # nothing after clearing
+
+
+def test_an_idle_connection_is_closed_and_reported_as_the_official_daemon_does(rendezvous, official_daemons,
+                                                                                our_daemons, sink):
+    """-idle-timeout shorter than the keepalive's dead-peer verdict: the idle side closes the connection and
+    emits conn.idle_timeout (the official daemon finds it on its idle sweep, so allow it a while)."""
+    rdv = rendezvous()
+    start = {"go": official_daemons, "py": our_daemons}
+    d = {k: start[k](f"idle-{k}", rdv.registry, rdv.beacon, "-public", "-idle-timeout", "3s",
+                     "-webhook", sink.url(f"ok/{k}")) for k in ("go", "py")}
+    x = official_daemons("idle-x", rdv.registry, rdv.beacon, "-public")
+    node = {k: node_of(v) for k, v in d.items()}
+    xn = node_of(x)
+    with Client(str(x.socket)) as c:
+        for k in d:
+            c.dial(Addr(0, node[k]), 7)          # then nothing: the echo service never speaks first
+        t0 = time.monotonic()
+        wait_for(lambda: any(e["event"] == "conn.idle_timeout" for e in sink.events("ok/py")), 10,
+                 "our conn.idle_timeout (-idle-timeout 3s)", interval=0.2)
+        ours_after = time.monotonic() - t0
+        wait_for(lambda: any(e["event"] == "conn.idle_timeout" for e in sink.events("ok/go")), 45,
+                 "the official conn.idle_timeout (its idle sweep runs every few seconds)", interval=0.5)
+    assert 2.5 < ours_after < 6, ours_after
+    got = {k: [masked([e], {node[k]: "self", xn: "x"})[0] for e in sink.events(f"ok/{k}")
+               if e["event"] == "conn.idle_timeout"] for k in d}
+    assert got["py"] == got["go"] == [("conn.idle_timeout", {"conn_id": "int", "local_port": 7, "remote_addr": "x",
+                                                             "remote_port": "int"})], got

@@ -3,7 +3,7 @@
 from pilot_daemon.proto import packet as pk
 from pilot_daemon.proto.addr import Addr, SocketAddr
 from pilot_daemon.proto.packet import Flag
-from pilot_daemon.proto.stream import Closed, DataReceived, StreamEnded, StreamState
+from pilot_daemon.proto.stream import Closed, DataReceived, IdleTimedOut, StreamEnded, StreamState
 from pilot_daemon.proto.streams import Accepted, StreamTable, SynDropped
 
 from streamsim import pair, transfer
@@ -183,3 +183,14 @@ def test_accepted_comes_before_the_streams_own_events():
     assert kinds[:3] == ["Accepted", "Connected", "DataReceived"] and conn is not None
     assert isinstance(net.events[id(net.b)][0], Accepted)
     assert [e for e in net.events[id(net.b)] if isinstance(e, DataReceived)][0].data == b"hello"
+
+
+def test_idle_timeout_closes_with_a_fin_and_says_so():
+    # -idle-timeout shorter than the keepalive's dead-peer verdict (105 s): the idle side closes gracefully
+    net = pair(0)
+    client, server = established(net, idle_timeout=30.0)
+    start = net.now
+    net.run(lambda: client.is_closed and server.is_closed)
+    [idle] = net.of(net.a, IdleTimedOut)
+    assert idle.conn_id == client.conn_id and 30 <= net.now - start < 31     # not at the 60 s keepalive check
+    assert net.of(net.b, StreamEnded) and not net.of(net.b, IdleTimedOut)     # the peer saw a FIN, not a reset

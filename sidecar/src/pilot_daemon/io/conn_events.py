@@ -3,7 +3,8 @@
 * ``conn.syn_received`` when a SYN opens a connection on a listening port, ``conn.established`` when its
   handshake completes (the accepting side only): ``{conn_id, dst_port, src_addr, src_port}``;
 * ``conn.fin`` when the peer's FIN arrives (its own close, or its answer to ours), ``conn.rst`` when its RST
-  arrives, ``conn.dead_peer`` when keepalives went unanswered: ``{conn_id, local_port, remote_addr, remote_port}``;
+  arrives, ``conn.dead_peer`` when keepalives went unanswered, ``conn.idle_timeout`` when ``-idle-timeout`` passed
+  without traffic (we close): ``{conn_id, local_port, remote_addr, remote_port}``;
 * ``file.delivered`` when this side closes a connection to port 1001 (data exchange: an IPC close, or the client
   going away): ``{conn_id, remote_addr, remote_port}``.
 
@@ -58,6 +59,8 @@ class ConnEvents:
             self.emit("conn.fin", _ending(stream))
         elif isinstance(ev, st.StreamReset):
             self.emit("conn.rst", _ending(stream))
+        elif isinstance(ev, st.IdleTimedOut):
+            self.emit("conn.idle_timeout", _ending(stream))
         elif isinstance(ev, st.Closed):
             if ev.conn_id in self._fin_seen:
                 self._fin_seen.discard(ev.conn_id)

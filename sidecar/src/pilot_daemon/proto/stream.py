@@ -151,6 +151,11 @@ class StreamReset(StreamEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class IdleTimedOut(StreamEvent):
+    """No traffic for ``idle_timeout``: the stream is being closed (FIN after queued data). Informational."""
+
+
+@dataclass(frozen=True, slots=True)
 class Closed(StreamEvent):
     """The stream is finished; ``reason`` says why. Always the last event of a stream."""
 
@@ -202,6 +207,7 @@ class Stream:
         self._fin_linger = fin_linger
         self._keepalive = keepalive
         self._idle_timeout = idle_timeout
+        self._quiet_check = min(keepalive, idle_timeout)   # after this much silence: probe, or close if idle
         self.rtt = RttEstimator()
         self.cc = Congestion(mss)
         # send side: offsets count data bytes from ISS+1
@@ -453,7 +459,7 @@ class Stream:
         self._last_activity = now
         self._ka_probes = 0
         if self.state is StreamState.ESTABLISHED:
-            self._ka_next = now + self._keepalive
+            self._ka_next = now + self._quiet_check
 
     def _emit(self, event: StreamEvent) -> None:
         if self._rx:
@@ -880,11 +886,12 @@ class Stream:
         if self.state is not StreamState.ESTABLISHED:
             return
         idle = now - self._last_activity
-        if idle < self._keepalive and self._ka_probes == 0:
-            self._ka_next = self._last_activity + self._keepalive
-            return
         if idle >= self._idle_timeout:
+            self._emit(IdleTimedOut(conn_id=self.conn_id))
             self.close(now)
+            return
+        if idle < self._keepalive and self._ka_probes == 0:
+            self._ka_next = self._last_activity + self._quiet_check
             return
         if self._ka_probes >= KEEPALIVE_PROBES:
             self._out.append(self._packet(_RST, 0, 0, window=0))
