@@ -146,3 +146,23 @@ def test_relay_only_nodes_are_reached_through_the_beacon(rendezvous, official_da
     assert rows[registered(target)["node_id"]]["relay"] is True, rows
     bench = ok(source.ctl("bench", registered(target)["address"], "1", timeout=120))
     assert bench["complete"] and bench["recv_bytes"] == 1 << 20
+
+
+def test_a_dial_the_registry_refuses_fails_at_once_with_its_words(rendezvous, official_daemons, our_daemons):
+    """No such node, or a private node that does not trust us: the official daemon answers the dial at once with
+    the registry's refusal (no relay attempt, no timeout); ours gives the same bytes."""
+    rdv = rendezvous()
+    daemons = {"go": official_daemons("go-dial", rdv.registry, rdv.beacon, "-public"),
+               "py": our_daemons("py-dial", rdv.registry, rdv.beacon, "-public")}
+    private = registered(official_daemons("private", rdv.registry, rdv.beacon))["node_id"]
+    for node in (30583, private):
+        replies = {}
+        for kind, d in daemons.items():
+            c = RawIPC(d.socket, timeout=20)
+            t0 = time.monotonic()
+            replies[kind] = c.request(ipc.Cmd.DIAL, Addr(0, node).to_bytes() + struct.pack(">H", 7))
+            assert time.monotonic() - t0 < 3, (kind, node)
+            c.close()
+        assert replies["py"] == replies["go"], replies
+        assert replies["py"][4] == ipc.Cmd.ERROR and replies["py"][7:].startswith(f"resolve node {node}: ".encode())
+    assert all(p["node_id"] != 30583 for p in ok(daemons["py"].ctl("info"))["peer_list"] or [])

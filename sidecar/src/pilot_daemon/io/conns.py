@@ -167,7 +167,9 @@ class Conns:
         if self.table is None:
             raise IPCRequestError("dial: daemon not registered yet")
         if not self.can_dial_now(remote.addr.node) and not await self.d.wait_for_key(remote.addr.node):
-            raise IPCRequestError(f"dial: no tunnel to node {remote.addr.node} (key exchange did not complete)")
+            peer = self.d.peers.get(remote.addr.node)
+            raise IPCRequestError((peer.resolve_error if peer is not None else "") or
+                                  f"dial: no tunnel to node {remote.addr.node} (key exchange did not complete)")
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
         def done(conn_id: int, error: str) -> None:

@@ -403,8 +403,11 @@ class Daemon:
         self._flush_tunnel()
 
     async def _resolve(self, peer: Peer) -> None:
-        """Find the peer's endpoint (registry resolve) and key (lookup); fall back to the beacon relay."""
+        """Find the peer's endpoint (registry resolve) and key (lookup); a relay-only peer, compat or an
+        unreachable registry use the beacon relay. A refusal (no such node, a private node that does not trust
+        us) fails the waiting dials at once with the registry's words, as the official daemon does."""
         node = peer.node
+        peer.resolve_error = ""
         resolve = asyncio.ensure_future(self.registry.request(
             reg.resolve(self.identity.sign_b64, self.node_id, node)))
         if self.beacon is not None:
@@ -415,15 +418,27 @@ class Daemon:
             self.tunnel.provide_peer_identity(node, base64.b64decode(key), clock.now())
         try:
             reply = await resolve
-            real = reply.get("real_addr")
-            if reply.get("relay_only") or not isinstance(real, str) or not real or self.transport == "compat":
-                raise reg.RegistryError("no direct endpoint")
-            host, port = split_host_port(real)
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port)
-            peer.endpoint, peer.relay = infos[0][4][:2], False
-        except (reg.RegistryError, OSError, ValueError) as exc:
-            log.debug("resolve %d: %s; using the beacon relay", node, exc)
+        except RegistryUnavailable as exc:
+            log.debug("resolve %d: %s; using the beacon relay", node, exc.message)
             peer.relay = True
+        except reg.RegistryError as exc:
+            peer.resolve_error = f"resolve node {node}: {exc}"
+            log.debug("resolve refused", extra={"peer_node_id": node, "error": str(exc)})
+            peer.queue.clear()
+            peer.wake(False)
+            return
+        else:
+            real = reply.get("real_addr")
+            peer.relay = bool(reply.get("relay_only")) or not isinstance(real, str) or not real or \
+                self.transport == "compat"
+            if not peer.relay:
+                try:
+                    host, port = split_host_port(real)
+                    infos = await asyncio.get_running_loop().getaddrinfo(host, port)
+                    peer.endpoint = infos[0][4][:2]
+                except (OSError, ValueError) as exc:
+                    log.debug("resolve %d: unusable endpoint %r (%s); using the beacon relay", node, real, exc)
+                    peer.relay = True
         self._start_key_exchange(peer)
 
     def reset_paths(self) -> set[int]:

@@ -22,6 +22,7 @@ class Peer:
     direct_rx: float = 0.0     # last frame straight from ``endpoint`` (not relayed)
     queue: deque[bytes] = field(default_factory=lambda: deque(maxlen=MAX_QUEUED))
     resolving: asyncio.Task | None = None
+    resolve_error: str = ""    # the registry's answer when the last resolve was refused (no such node, private)
     key_waiters: list[asyncio.Future] = field(default_factory=list)
 
     @property
