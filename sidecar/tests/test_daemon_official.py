@@ -166,3 +166,28 @@ def test_a_dial_the_registry_refuses_fails_at_once_with_its_words(rendezvous, of
         assert replies["py"] == replies["go"], replies
         assert replies["py"][4] == ipc.Cmd.ERROR and replies["py"][7:].startswith(f"resolve node {node}: ".encode())
     assert all(p["node_id"] != 30583 for p in ok(daemons["py"].ctl("info"))["peer_list"] or [])
+
+
+def test_every_verb_aimed_at_a_missing_node_answers_as_the_official_daemon(rendezvous, official_daemons,
+                                                                           our_daemons):
+    """pilotctl's verbs against a node the registry does not know: the same envelope, byte for byte, from both
+    daemons (the error texts are the daemons' own, wrapped by pilotctl), and no verb waits for a timeout."""
+    rdv = rendezvous()
+    daemons = {"go": official_daemons("go-miss", rdv.registry, rdv.beacon, "-public"),
+               "py": our_daemons("py-miss", rdv.registry, rdv.beacon, "-public")}
+    gone, node = "0:0000.0000.7777", "30583"
+    verbs = [("find", "nobody"), ("lookup", node), ("handshake", node, "hi"), ("approve", node), ("reject", node),
+             ("untrust", node), ("send-message", gone, "--data", "x"), ("ping", gone, "--count", "1"),
+             ("connect", gone, "7", "--message", "x"), ("dgram", gone, "5", "--data", "x"),
+             ("send", gone, "7", "--data", "x"), ("subscribe", gone, "t", "--count", "1"),
+             ("publish", gone, "t", "--data", "x"), ("bench", gone, "1"), ("send-file", gone, "/etc/hostname"),
+             ("traceroute", gone), ("set-hostname", "Bad_Name")]
+    for verb in verbs:
+        replies = {}
+        for kind, d in daemons.items():
+            t0 = time.monotonic()
+            replies[kind] = d.ctl(*verb, timeout=30)
+            assert time.monotonic() - t0 < 3, (kind, verb)
+        if verb[0] == "traceroute":      # timings inside the reply
+            replies = {k: {**v, "data": {**v["data"], "setup_ms": 0}} for k, v in replies.items()}
+        assert replies["py"] == replies["go"], verb

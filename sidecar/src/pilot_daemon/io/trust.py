@@ -116,7 +116,10 @@ class TrustManager:
         if peer not in self.trusted:
             self.outgoing[peer] = time.time()
             if not await self.send_direct(peer, "handshake_request", justification=justification):
-                await self.request(reg.request_handshake(self.sign, self.node_id, peer, justification))
+                try:
+                    await self.request(reg.request_handshake(self.sign, self.node_id, peer, justification))
+                except reg.RegistryError as exc:
+                    raise TrustError(f"handshake request: handshake relay: {exc}") from None
         return {"status": "sent", "node_id": peer}
 
     async def approve(self, peer: int) -> dict:
@@ -144,7 +147,7 @@ class TrustManager:
         self.outgoing.pop(peer, None)
         self.save()
         if not was_trusted:
-            raise TrustError(f"node {peer} was not trusted")
+            raise TrustError(f"handshake revoke: node {peer} was not trusted")
         self.on_event("trust.revoked", {"peer_node_id": peer})
         self._changed(peer, "revoked", "local")
         await self.send_direct(peer, "handshake_revoke", reason="trust revoked")
