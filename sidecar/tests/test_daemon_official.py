@@ -191,3 +191,20 @@ def test_every_verb_aimed_at_a_missing_node_answers_as_the_official_daemon(rende
         if verb[0] == "traceroute":      # timings inside the reply
             replies = {k: {**v, "data": {**v["data"], "setup_ms": 0}} for k, v in replies.items()}
         assert replies["py"] == replies["go"], verb
+
+
+def test_closed_connections_are_listed_in_time_wait_but_not_counted(rendezvous, official_daemons, our_daemons):
+    """After `publish` and `send-message` (each a short stream we close), `info` and `pilotctl connections` show
+    the two TIME_WAIT rows with the same byte counts on both daemons, and count no open connection."""
+    rdv = rendezvous()
+    target = official_daemons("tw-target", rdv.registry, rdv.beacon, "-public")
+    seen = {}
+    for kind, start in (("go", official_daemons), ("py", our_daemons)):
+        d = start(f"tw-{kind}", rdv.registry, rdv.beacon, "-public")
+        ok(d.ctl("publish", target.info()["address"], "topic", "--data", "x"))
+        ok(d.ctl("send-message", target.info()["address"], "--data", "x"))
+        listed = wait_for(lambda: (c := ok(d.ctl("connections")))["total"] == 2 and c, 10, f"{kind}: 2 rows listed")
+        rows = sorted((c["state"], c["remote_port"], c["bytes_sent"], c["bytes_recv"]) for c in listed["connections"])
+        seen[kind] = (ok(d.ctl("info"))["connections"], ok(d.ctl("health"))["connections"], listed["total"], rows)
+    assert seen["py"] == seen["go"], seen
+    assert seen["py"][:3] == (0, 0, 2) and [r[0] for r in seen["py"][3]] == ["TIME_WAIT", "TIME_WAIT"]

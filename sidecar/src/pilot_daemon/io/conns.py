@@ -387,6 +387,12 @@ class Conns:
 
     # -- info -----------------------------------------------------------------------------------
     def rows(self) -> list[dict]:
+        """``conn_list``: open connections and those in TIME_WAIT, as the official daemon lists them."""
         if self.table is None:
             return []
-        return [s.info() for s in self.table.streams.values() if not s.is_closed]
+        return [s.info() for s in self.table.streams.values()
+                if not s.is_closed or s.state is st.StreamState.TIME_WAIT]
+
+    def open_count(self) -> int:
+        """``connections``: open ones only (TIME_WAIT rows are listed, not counted, as upstream)."""
+        return sum(not s.is_closed for s in self.table.streams.values()) if self.table is not None else 0

@@ -530,7 +530,7 @@ class Daemon:
 
     # -- bookkeeping for info/health ---------------------------------------------------------------
     def connection_count(self) -> int:
-        return len(self.conn_rows())
+        return self.conns.open_count()
 
     def conn_rows(self) -> list[dict]:
         return self.conns.rows()
