@@ -304,3 +304,19 @@ def test_an_idle_connection_is_closed_and_reported_as_the_official_daemon_does(r
                if e["event"] == "conn.idle_timeout"] for k in d}
     assert got["py"] == got["go"] == [("conn.idle_timeout", {"conn_id": "int", "local_port": 7, "remote_addr": "x",
                                                              "remote_port": "int"})], got
+
+
+def test_rotate_key_is_announced_with_the_new_key(rendezvous, official_daemons, our_daemons, sink):
+    rdv = rendezvous()
+    got = {}
+    for kind, start in (("go", official_daemons), ("py", our_daemons)):
+        d = start(f"rot-{kind}", rdv.registry, rdv.beacon, "-public", "-webhook", sink.url(f"ok/{kind}"))
+        node = node_of(d)
+        before = len(sink.events(f"ok/{kind}"))
+        new_key = ok(d.ctl("rotate-key"))["public_key"]    # (the official `info` goes on showing the old key)
+        wait_for(lambda: any(e["event"] == "key.rotated" for e in sink.events(f"ok/{kind}")[before:]), 10,
+                 f"{kind}: key.rotated")
+        [event] = [e for e in sink.events(f"ok/{kind}")[before:] if e["event"] == "key.rotated"]
+        assert event["data"] == {"node_id": node, "public_key": new_key}, event
+        got[kind] = sorted(event["data"])
+    assert got["py"] == got["go"]

@@ -238,6 +238,7 @@ class IPCOps:
             ident_mod.write(new, new.path)
         d.identity = new
         d.tunnel.identity = new.key
+        d.webhook.emit("key.rotated", {"node_id": d.node_id, "public_key": new.public_b64})
         return reply
 
     async def _preferdirect(self, client: Client, r: ipc.PreferDirect) -> bytes:
