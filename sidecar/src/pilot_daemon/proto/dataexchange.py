@@ -183,20 +183,6 @@ def os_error_text(op: str, path: str | os.PathLike, exc: OSError | ValueError) -
     return f"{op} {os.fspath(path)}: {reason[:1].lower()}{reason[1:]}"
 
 
-def rfc3339nano(ns: int) -> str:
-    """Go's ``time.RFC3339Nano`` in local time: fraction without trailing zeros, ``Z`` for UTC."""
-    secs, frac = divmod(ns, 1_000_000_000)
-    lt = time.localtime(secs)
-    text = time.strftime("%Y-%m-%dT%H:%M:%S", lt)
-    if frac:
-        text += "." + f"{frac:09d}".rstrip("0")
-    off = lt.tm_gmtoff or 0
-    if off == 0:
-        return text + "Z"
-    sign, off = ("+", off) if off > 0 else ("-", -off)
-    return f"{text}{sign}{off // 3600:02d}:{off % 3600 // 60:02d}"
-
-
 def stamp(ns: int) -> str:
     """``20060102-150405.000`` (local time, milliseconds): the middle of inbox and received file names."""
     secs, frac = divmod(ns, 1_000_000_000)
@@ -216,7 +202,7 @@ def received_name(filename: str, ns: int, seq: int) -> str:
 def inbox_record(frame: Frame, sender: str, ns: int, *, force_b64: bool = False) -> bytes:
     """The inbox file's JSON, as the official service writes it (keys sorted, Go escaping)."""
     rec: dict = {"type": type_name(frame.type), "from": sender, "bytes": len(frame.payload),
-                 "received_at": rfc3339nano(ns)}
+                 "received_at": gojson.rfc3339nano(ns)}
     if frame.message_id:
         rec["message_id"] = frame.message_id
     if frame.reply_to:

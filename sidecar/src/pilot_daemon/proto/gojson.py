@@ -1,4 +1,4 @@
-"""JSON bytes as Go's ``encoding/json.Marshal`` writes them for maps and slices.
+"""JSON bytes as Go's ``encoding/json.Marshal`` writes them for maps and slices, and Go's time text.
 
 The official daemon builds its IPC replies from ``map[string]interface{}``, so: keys sorted, no spaces,
 ``<``, ``>``, ``&``, U+2028 and U+2029 escaped as ``\\u003c`` and so on, non-ASCII written as UTF-8,
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -69,3 +70,18 @@ def format_float(value: float) -> str:
         return f"{mantissa}e{sign}{digits.zfill(2) if sign == '+' else digits}"
     text = format(Decimal(repr(value)), "f")
     return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def rfc3339nano(ns: int, *, utc: bool = False) -> str:
+    """Go's ``time.RFC3339Nano`` (also how a ``time.Time`` marshals) for an instant in ns since the epoch, in
+    local time or ``utc``: fraction without trailing zeros, ``Z`` for a zero offset."""
+    secs, frac = divmod(ns, 1_000_000_000)
+    t = time.gmtime(secs) if utc else time.localtime(secs)
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", t)
+    if frac:
+        text += "." + f"{frac:09d}".rstrip("0")
+    off = t.tm_gmtoff or 0
+    if off == 0:
+        return text + "Z"
+    sign, off = ("+", off) if off > 0 else ("-", -off)
+    return f"{text}{sign}{off // 3600:02d}:{off % 3600 // 60:02d}"

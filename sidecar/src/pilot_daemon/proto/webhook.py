@@ -27,7 +27,6 @@ import hashlib
 import hmac
 import ipaddress
 import json
-from datetime import datetime, timezone
 from urllib.parse import unquote, urlsplit
 
 from . import gojson
@@ -55,20 +54,10 @@ class WebhookURLError(LocalProtocolError, ValueError):
 
 
 # -- the request ------------------------------------------------------------------------------------
-def timestamp(ns: int) -> str:
-    """Go's ``time.Time`` JSON form for a UTC instant given in ns since the epoch (RFC 3339, nanoseconds
-    without trailing zeros)."""
-    seconds, frac = divmod(ns, 1_000_000_000)
-    text = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    if frac:
-        text += "." + f"{frac:09d}".rstrip("0")
-    return text + "Z"
-
-
 def encode_event(event_id: int, event: str, node_id: int, ns: int, data: dict | None) -> bytes:
     """The body of one event's POST, byte for byte as the official daemon writes it."""
     body = (b'{"event_id":%d,"event":' % event_id + gojson.dumps(event) + b',"node_id":%d,"timestamp":' % node_id
-            + json.dumps(timestamp(ns)).encode())
+            + json.dumps(gojson.rfc3339nano(ns, utc=True)).encode())
     if data is not None:
         body += b',"data":' + gojson.dumps(data)
     return body + b"}"
