@@ -107,10 +107,9 @@ class DataExchange(Service):
         receiver = self.receivers.get(conn)
         if receiver is None:
             try:
-                storage.make_dirs(self.received_dir)
-            except OSError as exc:
-                text = "ERR mkdir: " + dx.os_error_text("mkdir", self.received_dir, exc)
-                return dx.Frame(dx.TEXT, text.encode(errors="surrogateescape")).encode(), False
+                _mkdir(self.received_dir)
+            except SaveFailed as exc:
+                return dx.Frame(dx.TEXT, f"ERR {exc}".encode(errors="surrogateescape")).encode(), False
             receiver = self.receivers[conn] = StreamReceiver(self.received_dir, self.claims, self.received_max,
                                                              self._received_name, self._stream_saved)
         return receiver.handle(frame.payload), True
