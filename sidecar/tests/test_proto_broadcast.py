@@ -43,5 +43,5 @@ def test_no_node_list_means_nobody_to_send_to(reply):
 
 def test_malformed_entries_are_skipped_not_fatal():
     nodes = [None, "2", {"node_id": True}, {"node_id": 1.5}, {"node_id": -1}, {"node_id": 1 << 32}, {}, {"node_id": 4},
-             {"node_id": 1}]
+             {"node_id": float("nan")}, {"node_id": float("inf")}, {"node_id": 1}]   # json.loads reads NaN, Infinity
     assert recipients({"nodes": nodes}, 1, 1) == [4]

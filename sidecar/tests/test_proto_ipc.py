@@ -288,3 +288,11 @@ def test_garbage_streams_raise_only_frame_too_large(stream):
 @given(st.floats(allow_nan=False, allow_infinity=False))
 def test_go_float_text_parses_back_to_the_same_float(value):
     assert float(gojson.format_float(value)) == value
+
+
+@pytest.mark.parametrize(("value", "number"), [
+    (0, True), (7, True), (10 ** 400, True), (1.5, True), (-0.0, True),
+    (True, False), (False, False), (float("nan"), False), (float("inf"), False), (float("-inf"), False),
+    ("1", False), (None, False), ([1], False)])
+def test_is_number_means_a_json_number_as_go_reads_one(value, number):
+    assert gojson.is_number(value) is number

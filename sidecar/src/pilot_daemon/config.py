@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .proto import gojson
+
 DEFAULT_REGISTRY = "34.71.57.205:9000"
 DEFAULT_BEACON = "34.71.57.205:9001"
 
@@ -151,7 +153,7 @@ def convert(flag: Flag, raw: Any, source: str) -> Any:
                 raise ValueError(raw)
             return int(raw)
         if flag.kind == "duration":
-            return float(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) else parse_duration(raw)
+            return float(raw) if gojson.is_number(raw) else parse_duration(raw)
         return raw if isinstance(raw, str) else str(raw)
     except (ValueError, TypeError, ConfigError):
         raise ConfigError(f'invalid value "{raw}" for {source} -{flag.name}: want a {flag.kind}') from None

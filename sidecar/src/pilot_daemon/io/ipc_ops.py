@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import identity as ident_mod
 from ..proto import broadcast as bc
+from ..proto import gojson
 from ..proto import ipc
 from ..proto import registry as reg
 from ..proto import reqsig
@@ -285,7 +286,7 @@ class IPCOps:
         registry) and check the signature. A failed check is a verify_envelope_ok with valid false + reason."""
         envelope, signature = (_text(r.body, key, "verify_envelope") for key in ("envelope", "signature"))
         max_skew, standing = r.body.get("max_skew_secs", 0), r.body.get("check_standing", False)
-        if not _is_number(max_skew) or not isinstance(standing, bool):
+        if not gojson.is_number(max_skew) or not isinstance(standing, bool):
             raise IPCRequestError("verify_envelope: bad payload: max_skew_secs must be a number and "
                                   "check_standing a boolean")
         if not envelope or not signature:
@@ -324,11 +325,11 @@ class IPCOps:
             return {}
         out: dict[str, Any] = {}
         last_seen = found.get("last_seen_unix")
-        if _is_number(last_seen):
+        if gojson.is_number(last_seen):
             out["last_seen_unix"] = int(last_seen)
             out["online"] = abs(int(clock.wall()) - int(last_seen)) <= ONLINE_WITHIN
         generation = found.get("key_generation")
-        if _is_number(generation):
+        if gojson.is_number(generation):
             out["key_generation"] = int(generation)
         networks = found.get("networks")
         if isinstance(networks, list):
@@ -341,11 +342,6 @@ def _text(body: dict[str, Any], key: str, verb: str) -> str:
     if not isinstance(value, str):
         raise IPCRequestError(f"{verb}: bad payload: {key} must be a string")
     return value
-
-
-def _is_number(value: Any) -> bool:
-    """A JSON number (bool is an int subclass in Python, not a number in JSON)."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _envelope_rejected(reason: str) -> bytes:

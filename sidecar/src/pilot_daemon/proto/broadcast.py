@@ -10,6 +10,8 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
+from . import gojson
+
 BACKBONE = 0
 
 
@@ -40,6 +42,6 @@ def recipients(reply: dict[str, Any], self_node: int, network: int) -> list[int]
 def _node_id(entry: Any) -> int | None:
     """A JSON number that is a whole uint32 (the official client reads node ids as float64), else None."""
     value = entry.get("node_id") if isinstance(entry, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+    if not gojson.is_number(value) or not 0 <= value <= 0xFFFFFFFF or value != int(value):   # NaN fails the range
         return None
-    return int(value) if 0 <= value <= 0xFFFFFFFF else None
+    return int(value)

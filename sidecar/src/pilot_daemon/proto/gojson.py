@@ -72,6 +72,14 @@ def format_float(value: float) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+def is_number(value: Any) -> bool:
+    """A JSON number as Go decodes one: ``bool`` is an ``int`` in Python, not a number in JSON, and Python's
+    ``json.loads`` also reads ``NaN`` and ``Infinity``, which are no JSON numbers (and break ``int()``)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def rfc3339nano(ns: int, *, utc: bool = False) -> str:
     """Go's ``time.RFC3339Nano`` (also how a ``time.Time`` marshals) for an instant in ns since the epoch, in
     local time or ``utc``: fraction without trailing zeros, ``Z`` for a zero offset."""
