@@ -22,6 +22,7 @@ from ..proto import registry as reg
 from ..proto import tunnel as tn
 from ..proto.addr import Addr, NODE_BROADCAST
 from ..proto.errors import CryptoError
+from ..proto.stream import KEEPALIVE_INTERVAL
 from . import clock, status
 from .beacon import BeaconClient
 from .conn_events import ConnEvents
@@ -209,7 +210,7 @@ class Daemon:
 
     async def _heartbeat_loop(self) -> None:
         """Registry heartbeat every ``-keepalive`` (60 s by default; 0 means the default), as the official daemon."""
-        interval = self.s["keepalive"] if self.s["keepalive"] > 0 else 60.0
+        interval = self.s["keepalive"] if self.s["keepalive"] > 0 else KEEPALIVE_INTERVAL
         while True:
             await asyncio.sleep(interval)
             try:
