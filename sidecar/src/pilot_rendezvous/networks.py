@@ -105,8 +105,7 @@ class NetworkHandlers:
             if net.join_rule == "token" and not hmac.compare_digest(
                     str_of(msg, "token").encode(), net.token.encode()):
                 raise Forbidden(f"invalid token for network {net_id}")
-            if net.join_rule == "invite" and msg.get("inviter_id") not in members and not any(
-                    i.network_id == net_id for i in self.store.invites(node_id)):
+            if net.join_rule == "invite" and not (msg.get("inviter_id") in members or self._invited(node_id, net_id)):
                 raise Forbidden(f"invite required for network {net_id} (an existing member must invite you)")
         self._admit(net, node_id, members)
         return {"type": "join_network_ok", "network_id": net_id, "address": address(net_id, node_id)}
@@ -157,6 +156,9 @@ class NetworkHandlers:
         self.store.add_invite(target, Invite(net_id, inviter, int(now)))
         return {"type": "invite_to_network_ok", "network_id": net_id, "target_node_id": target}
 
+    def _invited(self, node_id: int, net_id: int) -> bool:
+        return any(i.network_id == net_id for i in self.store.invites(node_id))
+
     def _h_poll_invites(self, msg: Message, remote: str, now: float) -> Message:
         """The pending invitations; each stays until answered (respond_invite) or the node joins."""
         node_id = uint_of(msg, "node_id")
@@ -173,8 +175,7 @@ class NetworkHandlers:
         node_id, net_id, accept = uint_of(msg, "node_id"), uint_of(msg, "network_id", 16), bool_of(msg, "accept")
         self._signed(msg, self._node(node_id), "respond_invite", node_id, net_id)
         net = self._network(net_id)
-        pending = [i for i in self.store.invites(node_id) if i.network_id == net_id]
-        if not pending:
+        if not self._invited(node_id, net_id):
             raise NotFound(f"no pending invitation to network {net_id} for node {node_id}")
         reply: Message = {"type": "respond_invite_ok", "network_id": net_id, "accepted": accept}
         if accept:
