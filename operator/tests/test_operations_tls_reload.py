@@ -20,9 +20,11 @@ def test_handshakes_during_swaps_all_verify_and_each_new_chain_is_served():
     assert rc.load_pem(CA["tls.crt"], CA["tls.key"]) and rc.not_after is not None
     srv = socket.create_server(("127.0.0.1", 0))
     port, stop, failures, served = srv.getsockname()[1], threading.Event(), [], set()
+    serving = threading.Event()
+    serving.set()
 
-    def serve():
-        while not stop.is_set():
+    def serve():   # until the client is done: its last handshake may start just before it sees ``stop``
+        while serving.is_set():
             conn, _ = srv.accept()
             try:
                 with rc.context.wrap_socket(conn, server_side=True):
@@ -48,8 +50,9 @@ def test_handshakes_during_swaps_all_verify_and_each_new_chain_is_served():
         assert rc.load_pem(leaf["tls.crt"], leaf["tls.key"])
         threading.Event().wait(0.02)
     stop.set()
-    socket.create_connection(("127.0.0.1", port)).close()   # wake the accept loop
     threads[1].join(5)
+    serving.clear()
+    socket.create_connection(("127.0.0.1", port)).close()   # wake the accept loop
     assert failures == [], failures[:3]
     wanted = {x509.load_pem_x509_certificate(d["tls.crt"]).serial_number for d in LEAVES}
     assert len(served & wanted) >= 3, "new chains were served during the run"
