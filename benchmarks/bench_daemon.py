@@ -9,6 +9,8 @@ official figure, ours, and the ratio ours/official:
   ping_rtt_p50_ms     official `pilotctl ping` (echo on port 7, one stream per round) to each daemon
   bench_*_mibps       `pilotctl bench` (encrypted stream through the echo service), Go->Go vs Python->Python;
                       bench's own figures ("send_mbps" = MiB/s of the upload, "total_mbps" with the echo back)
+  floor_round_us      runtime_floor.py in the same namespace: a do-nothing AES-GCM responder in Go and in Python
+                      asyncio, two exchanges per idle round like a ping; what any Python responder adds here
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import runtime_floor
 
 OFFICIAL = Path(os.environ.get("PILOTMESH_OFFICIAL_DIR", Path.home() / ".cache/pilotmesh/official/1.18.0"))
 BIN = OFFICIAL / "pilotprotocol" / "bin"
@@ -110,6 +114,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5, help="daemon starts per kind (median reported)")
     ap.add_argument("--pings", type=int, default=10, help="pilotctl ping rounds per batch")
     ap.add_argument("--batches", type=int, default=4, help="interleaved ping batches per target")
+    ap.add_argument("--floor-rounds", type=int, default=20, help="runtime floor rounds (1 s apart)")
     ap.add_argument("--bench-mib", type=int, default=16, help="pilotctl bench size (MiB), same-kind pairs")
     args = ap.parse_args()
     if not (BIN / "pilot-daemon").exists():
@@ -164,6 +169,8 @@ def main() -> int:
                 print(f"bench {kind}->{kind} failed: {json.dumps(reply)[:300]}", file=sys.stderr)
             figures.setdefault("bench_send_mibps", {})[kind] = data.get("send_mbps", float("nan"))
             figures.setdefault("bench_total_mibps", {})[kind] = data.get("total_mbps", float("nan"))
+        floor = runtime_floor.measure(ns, rounds=args.floor_rounds, gap_ms=1000)
+        figures["floor_round_us"] = {"official": floor["go"], "ours": floor["python"]}
     finally:
         ns.close()
     print(f"{'metric':<22}{'official':>12}{'ours':>12}{'ours/official':>16}")
@@ -172,6 +179,10 @@ def main() -> int:
         print(f"{metric:<22}{off:>12.2f}{ours:>12.2f}{ours / off if off else float('nan'):>16.2f}")
     if batch_ratios:   # how much the machine moved the RTT ratio between batches of the same run
         print("ping ratio per batch: " + " ".join(f"{r:.2f}" for r in batch_ratios))
+    ping, floor = figures.get("ping_rtt_p50_ms", {}), figures.get("floor_round_us", {})
+    if len(ping) == 2 and len(floor) == 2:   # the same responder-side cost in absolute terms
+        print(f"added per ping round: our daemon {1000 * (ping['ours'] - ping['official']):+.0f} us over the "
+              f"official one; a do-nothing Python responder {floor['ours'] - floor['official']:+.0f} us over Go")
     return 0
 
 

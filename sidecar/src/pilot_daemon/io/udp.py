@@ -1,14 +1,19 @@
 """The daemon's one UDP socket, shared by tunnel frames and beacon messages.
 
 Reads are drained in batches on each readiness event (up to ``BATCH`` datagrams), then ``on_batch_end``
-runs once, so a burst of segments costs one pass of the stream machinery instead of one per datagram.
+runs once, so a burst of segments costs one pass of the stream machinery instead of one per datagram. A lone
+datagram (the kernel holds nothing after it: FIONREAD) ends the batch at once: the reply goes out without the
+failed read that would otherwise find the socket empty (a raised BlockingIOError costs ~35 us on a cold CPU,
+the ioctl a few; the loop is level-triggered, so nothing is left behind).
 Sends go straight to the non-blocking socket; a full send buffer drops the datagram (UDP semantics).
 """
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import socket
+import termios
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +37,7 @@ class UDPSocket:
         self.on_batch_end = on_batch_end
         self.sent = 0
         self.send_errors = 0
+        self._pending = bytearray(4)   # FIONREAD's answer
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(sock.fileno(), self._readable)
 
@@ -62,6 +68,7 @@ class UDPSocket:
     def _readable(self) -> None:
         recv = self.sock.recvfrom
         handle = self.on_datagram
+        first = True
         for _ in range(BATCH):
             try:
                 data, addr = recv(MAX_DATAGRAM)
@@ -74,10 +81,21 @@ class UDPSocket:
                 handle(data, addr[:2])
             except Exception:  # a bug for one datagram must not stop the socket
                 log.exception("datagram handler failed")
+            if first:
+                first = False
+                if not self._more_queued():
+                    break
         try:
             self.on_batch_end()
         except Exception:
             log.exception("datagram batch handler failed")
+
+    def _more_queued(self) -> bool:
+        try:
+            fcntl.ioctl(self.sock, termios.FIONREAD, self._pending)
+        except OSError:
+            return True    # unknown: read on until the socket says it is empty
+        return self._pending != b"\0\0\0\0"
 
     def send(self, data: bytes, endpoint: Endpoint) -> None:
         try:

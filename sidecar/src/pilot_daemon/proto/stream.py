@@ -180,6 +180,20 @@ class _Seg:
 class Stream:
     """One connection between ``local`` and ``remote``. Times are seconds on the caller's clock."""
 
+    # Fixed attributes: a stream is one block of memory instead of a dict that grows to ~80 keys (less to
+    # allocate and touch per SYN, ~10 us on a cold CPU, and smaller per connection).
+    __slots__ = (
+        "local", "remote", "conn_id", "initiator", "state", "iss", "irs", "mss", "created_at", "recv_slots",
+        "auto_consume", "nodelay", "send_buffer_size", "max_outstanding", "_syn_rto", "_time_wait", "_fin_linger",
+        "_keepalive", "_idle_timeout", "_quiet_check", "rtt", "cc", "_sbuf", "_sbuf_base", "snd_una", "snd_nxt",
+        "_q", "_qh", "_flight", "_short_inflight", "_lostq", "_retx_live", "rack", "_pto_count", "_tlp_new",
+        "_high_sacked", "_sack_walked", "_dupacks", "peer_window", "_closing", "_fin_sent", "_fin_acked", "_fin_tx",
+        "rcv_nxt", "_ooo", "_peer_fin", "_unconsumed", "_ack_now", "_ack_pending", "_hole_dups", "_hole_at",
+        "_last_adv", "_syn_deadline", "_syn_tries", "_syn_sent_at", "_rto_deadline", "_pto_deadline",
+        "_reo_deadline", "_ack_deadline", "_nagle_deadline", "_probe_deadline", "_probe_interval",
+        "_linger_deadline", "_end_deadline", "_last_activity", "_ka_next", "_ka_probes", "_out", "_events", "_rx",
+        "closed_reason", "established", "_wake", "_nagle_expired", "_linger_expired", "_force_retx", "stats")
+
     def __init__(self, local: SocketAddr, remote: SocketAddr, now: float, *, initiator: bool,
                  iss: int | None = None, mss: int = SEGMENT_SIZE, conn_id: int = 0,
                  recv_slots: int = RECV_SLOTS, auto_consume: bool = True, nodelay: bool = False,
@@ -264,6 +278,7 @@ class Stream:
         self.closed_reason: str | None = None
         self.established = False
         self._wake = _noop
+        self._nagle_expired = self._linger_expired = self._force_retx = False
         self.stats = dict.fromkeys(("bytes_sent", "bytes_recv", "segs_sent", "segs_recv", "retransmits",
                                     "fast_retx", "sack_recv", "sack_sent", "dup_acks"), 0)
 
@@ -430,10 +445,6 @@ class Stream:
         }
 
     # --- helpers ------------------------------------------------------------------------------
-
-    _nagle_expired = False
-    _linger_expired = False
-    _force_retx = False
 
     def _packet(self, flags: int, seq: int, ack: int, payload: bytes = b"", window: int | None = None) -> Packet:
         return Packet(_STREAM, self.local.addr, self.remote.addr, self.local.port, self.remote.port, flags,

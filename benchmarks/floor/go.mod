@@ -1,0 +1,3 @@
+module pilotmesh/benchmarks/floor
+
+go 1.21
