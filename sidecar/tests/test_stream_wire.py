@@ -182,3 +182,68 @@ def test_lossy_link_through_the_wire_codec():
     _, conn = transfer(net, payload)
     assert net.received(net.b, conn) == payload
     assert net.ab.dropped > 0
+
+
+def _syn(src_node: int, src_port: int, dst_port: int) -> pk.Packet:
+    return pk.Packet(pk.Proto.STREAM, Addr(0, src_node), Addr(0, 2), src_port, dst_port, Flag.SYN, 0, 0, 512)
+
+
+def test_connection_limits_per_port_and_in_total_follow_streams_as_they_close():
+    table = StreamTable(2, max_connections_per_port=3, max_total_connections=5)
+    table.listen(7)
+    table.listen(8)
+    for i in range(3):
+        table.receive_packet(_syn(10 + i, 49152, 7), 0.0)
+    assert [p.flags for p in table.packets_to_send(0.0)] == [Flag.SYN | Flag.ACK] * 3
+    drain(table)
+    table.receive_packet(_syn(20, 49152, 7), 0.1)                 # a fourth on port 7: refused with RST
+    (rst,) = table.packets_to_send(0.1)
+    assert rst.flags == Flag.RST and rst.dst == Addr(0, 20)
+    assert drain(table) == [SynDropped(SocketAddr(Addr(0, 20), 49152), 7, "too many connections on the port", True)]
+    for i in range(2):                                            # port 8 has its own count
+        table.receive_packet(_syn(30 + i, 49152, 8), 0.2)
+    assert [p.flags for p in table.packets_to_send(0.2)] == [Flag.SYN | Flag.ACK] * 2
+    assert table.open_count == 5
+    table.receive_packet(_syn(40, 49152, 8), 0.3)                 # five open in all: the total limit
+    table.packets_to_send(0.3)
+    assert drain(table)[-1] == SynDropped(SocketAddr(Addr(0, 40), 49152), 8, "too many connections", True)
+    on_port_7 = next(s for s in table.streams.values() if s.local.port == 7)
+    on_port_7.abort(0.4)                                          # one closes: its place is free at once
+    assert table.open_count == 4
+    table.packets_to_send(0.4)
+    drain(table)
+    table.receive_packet(_syn(50, 49152, 7), 0.5)
+    assert [p.flags for p in table.packets_to_send(0.5)] == [Flag.SYN | Flag.ACK]
+    assert table.open_count == 5
+
+
+def test_a_replaced_connection_is_counted_once():
+    table = StreamTable(2, max_connections_per_port=1)
+    table.listen(7)
+    table.receive_packet(_syn(10, 49152, 7), 0.0)
+    table.receive_packet(pk.Packet(pk.Proto.STREAM, Addr(0, 10), Addr(0, 2), 49152, 7, Flag.SYN, 9000, 0, 512), 1.0)
+    assert table.open_count == 1 and len(table.streams) == 1      # the new ISS replaced it, not refused by the limit
+    assert all(p.flags != Flag.RST for p in table.packets_to_send(1.0))
+
+
+def test_per_source_syn_buckets_stay_bounded_and_a_busy_source_keeps_its_limit():
+    from pilot_daemon.proto.streams import PER_SOURCE_TRACKED
+    table = StreamTable(2, syn_rate_limit=10**9, per_source_syn_limit=2, max_connections_per_port=10**6)
+    table.listen(7, backlog=10**6)
+    busy = 1
+
+    def syn_from(node: int, port: int, now: float) -> list:
+        table.receive_packet(_syn(node, port, 7), now)
+        table.packets_to_send(now)
+        return drain(table)
+
+    for node in range(100, 100 + PER_SOURCE_TRACKED - 1):       # the table is full of sources seen at t=0
+        syn_from(node, 49152, 0.0)
+    assert syn_from(busy, 49152, 0.9) == [] and syn_from(busy, 49153, 0.9) == []
+    assert syn_from(busy, 49154, 0.9)[-1].reason == "per-source SYN rate limit"
+    syn_from(50_000, 49152, 1.2)                                # one more source: the idle ones are forgotten
+    assert len(table._per_source) == 2                           # the busy one and the new one
+    assert syn_from(busy, 49155, 1.2)[-1].reason == "per-source SYN rate limit"   # still limited
+    for node in range(60_000, 60_000 + 3 * PER_SOURCE_TRACKED):  # a flood of busy sources: never above the bound
+        syn_from(node, 49152, 1.5)
+        assert len(table._per_source) <= PER_SOURCE_TRACKED

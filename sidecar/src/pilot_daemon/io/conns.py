@@ -395,4 +395,4 @@ class Conns:
 
     def open_count(self) -> int:
         """``connections``: open ones only (TIME_WAIT rows are listed, not counted, as upstream)."""
-        return sum(not s.is_closed for s in self.table.streams.values()) if self.table is not None else 0
+        return self.table.open_count if self.table is not None else 0

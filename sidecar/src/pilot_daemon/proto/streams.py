@@ -34,6 +34,7 @@ PER_SOURCE_SYN_LIMIT = 10
 MAX_CONNECTIONS_PER_PORT = 1024
 MAX_TOTAL_CONNECTIONS = 65536
 ACCEPT_QUEUE = 64
+PER_SOURCE_TRACKED = 4096   # source nodes whose SYN buckets are kept
 
 
 class PortInUse(LocalProtocolError):
@@ -120,6 +121,8 @@ class StreamTable:
         self._next_id = 1
         self._next_port = PORT_EPHEMERAL_MIN
         self._ports_used: dict[int, int] = {}
+        self._open: dict[int, int] = {}            # conn_id -> local port of each stream not yet closed
+        self._open_on_port: dict[int, int] = {}    # local port -> how many of those (the SYN limits: O(1))
         self._out: list[Packet] = []
         self._events: deque = deque()
         self._dirty: dict[int, Stream] = {}
@@ -225,15 +228,33 @@ class StreamTable:
         self.streams[stream.conn_id] = stream
         self._by_key[_key(stream)] = stream
         self._ports_used[stream.local.port] = self._ports_used.get(stream.local.port, 0) + 1
+        port = self._open[stream.conn_id] = stream.local.port
+        self._open_on_port[port] = self._open_on_port.get(port, 0) + 1
         return stream
+
+    def _uncount(self, stream: Stream) -> None:
+        port = self._open.pop(stream.conn_id, None)
+        if port is not None:
+            left = self._open_on_port[port] - 1
+            if left:
+                self._open_on_port[port] = left
+            else:
+                del self._open_on_port[port]
+
+    @property
+    def open_count(self) -> int:
+        """Streams not closed yet (TIME_WAIT ones are closed: listed in ``streams``, not counted)."""
+        return len(self._open)
 
     def _wake(self, stream: Stream) -> None:
         self._dirty[stream.conn_id] = stream
         if (stream._events or stream._rx) and stream.conn_id not in self._unaccepted:
             if not self._events or self._events[-1] is not stream:
                 self._events.append(stream)
-        if stream.state is StreamState.CLOSED and stream.is_closed:
-            self._retire(stream)
+        if stream.closed_reason is not None:   # every close ends in a wake: the count follows at once
+            self._uncount(stream)
+            if stream.state is StreamState.CLOSED:
+                self._retire(stream)
 
     def _schedule(self, stream: Stream) -> None:
         deadline = stream.get_timer()
@@ -250,6 +271,7 @@ class StreamTable:
         if self.streams.pop(stream.conn_id, None) is None:
             return
         self._timer_of.pop(stream.conn_id, None)
+        self._uncount(stream)
         left = self._ports_used.get(stream.local.port, 1) - 1
         if left:
             self._ports_used[stream.local.port] = left
@@ -287,6 +309,16 @@ class StreamTable:
                 return candidate
         raise PortsExhausted("all ephemeral ports 49152..65535 are in use: close streams before dialling")
 
+    def _prune_sources(self, now: float) -> None:
+        """Forget the per-source buckets that are full again (idle >= 1 s: the same as a new one); when a flood from
+        many nodes keeps more than half of them busy, forget the longest-idle ones down to half. Either way the next
+        prune is at least PER_SOURCE_TRACKED / 2 new sources away, so a flood costs O(1) per SYN."""
+        live = {node: b for node, b in self._per_source.items() if now - b.last < 1.0}
+        keep = PER_SOURCE_TRACKED // 2
+        if len(live) > keep:
+            live = dict(sorted(live.items(), key=lambda item: item[1].last)[-keep:])
+        self._per_source = live
+
     def _refuse(self, pkt: Packet, reason: str, rst: bool) -> None:
         if rst:
             self._out.append(Packet(_STREAM, pkt.dst, pkt.src, pkt.dst_port, pkt.src_port, _RST))
@@ -302,8 +334,8 @@ class StreamTable:
             return
         source = self._per_source.get(pkt.src.node)
         if source is None:
-            if len(self._per_source) >= 4096:
-                self._per_source = {k: b for k, b in self._per_source.items() if now - b.last < 10.0}
+            if len(self._per_source) >= PER_SOURCE_TRACKED:
+                self._prune_sources(now)
             source = self._per_source[pkt.src.node] = _Bucket(self._per_source_rate, now)
         if not source.take(now):
             self._refuse(pkt, "per-source SYN rate limit", False)
@@ -313,11 +345,10 @@ class StreamTable:
         if not self._global.take(now):
             self._refuse(pkt, "SYN rate limit", False)
             return
-        on_port = sum(1 for s in self.streams.values() if s.local.port == pkt.dst_port and not s.is_closed)
-        if on_port >= self.max_connections_per_port:
+        if self._open_on_port.get(pkt.dst_port, 0) >= self.max_connections_per_port:
             self._refuse(pkt, "too many connections on the port", True)
             return
-        if sum(1 for s in self.streams.values() if not s.is_closed) >= self.max_total_connections:
+        if len(self._open) >= self.max_total_connections:
             self._refuse(pkt, "too many connections", True)
             return
         if listener.pending >= listener.backlog:
