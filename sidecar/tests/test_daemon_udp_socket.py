@@ -64,42 +64,36 @@ def test_a_lone_datagram_is_handled_with_one_read_and_one_batch_end():
     asyncio.run(main())
 
 
-def test_a_burst_is_drained_in_order_in_one_batch():
-    async def main() -> None:
-        udp, sock, got, batches = await _open()
-        udp._loop.remove_reader(sock.fileno())   # queue the burst before the daemon looks
-        out = _sender()
-        try:
-            sent = [f"segment {i}".encode() for i in range(40)]
-            for data in sent:
-                out.sendto(data, udp.local)
-            await asyncio.sleep(0.05)
-            udp._loop.add_reader(sock.fileno(), udp._readable)
-            await _until(lambda: len(got) == len(sent))
-            assert got == sent
-            assert batches == [len(sent)]
-            assert sock.reads == len(sent) + 1   # the last read finds the socket empty
-        finally:
-            udp.close()
-            out.close()
-    asyncio.run(main())
-
-
-def test_more_than_a_batch_and_empty_datagrams_are_all_delivered():
-    async def main() -> None:
+def _deliver_burst(sent: list[bytes]) -> tuple[int, list[bytes], list[int]]:
+    """Queue ``sent`` while nobody watches the socket, then let the daemon's reader drain it all.
+    -> (reads, datagrams handled in order, handled count at each batch end)."""
+    async def main() -> tuple[int, list[bytes], list[int]]:
         udp, sock, got, batches = await _open()
         udp._loop.remove_reader(sock.fileno())
         out = _sender()
         try:
-            sent = [b"", b"after an empty one"] + [b"x%d" % i for i in range(BATCH + 10)] + [b""]
             for data in sent:
                 out.sendto(data, udp.local)
             await asyncio.sleep(0.05)
             udp._loop.add_reader(sock.fileno(), udp._readable)
             await _until(lambda: len(got) == len(sent))
-            assert got == sent
-            assert len(batches) >= 2 and batches[-1] == len(sent)
+            return sock.reads, got, batches
         finally:
             udp.close()
             out.close()
-    asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_a_burst_is_drained_in_order_in_one_batch():
+    sent = [f"segment {i}".encode() for i in range(40)]
+    reads, got, batches = _deliver_burst(sent)
+    assert got == sent
+    assert batches == [len(sent)]
+    assert reads == len(sent) + 1   # the last read finds the socket empty
+
+
+def test_more_than_a_batch_and_empty_datagrams_are_all_delivered():
+    sent = [b"", b"after an empty one"] + [b"x%d" % i for i in range(BATCH + 10)] + [b""]
+    _, got, batches = _deliver_burst(sent)
+    assert got == sent
+    assert len(batches) >= 2 and batches[-1] == len(sent)
