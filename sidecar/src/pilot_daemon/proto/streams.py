@@ -67,6 +67,15 @@ def _key(stream: Stream) -> Key:
     return stream.local.port, remote.addr.network << 32 | remote.addr.node, remote.port
 
 
+def _count(counts: dict[int, int], key: int, step: int) -> None:
+    """Add ``step`` to ``counts[key]``; a key whose count reaches 0 leaves the dict (``in`` means "in use")."""
+    left = counts.get(key, 0) + step
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
+
+
 class _Bucket:
     __slots__ = ("tokens", "rate", "last")
 
@@ -121,7 +130,7 @@ class StreamTable:
         self._next_id = 1
         self._next_port = PORT_EPHEMERAL_MIN
         self._ports_used: dict[int, int] = {}
-        self._open: dict[int, int] = {}            # conn_id -> local port of each stream not yet closed
+        self._open: set[int] = set()               # conn_ids of the streams not closed yet
         self._open_on_port: dict[int, int] = {}    # local port -> how many of those (the SYN limits: O(1))
         self._out: list[Packet] = []
         self._events: deque = deque()
@@ -227,19 +236,15 @@ class StreamTable:
         stream._wake = self._wake
         self.streams[stream.conn_id] = stream
         self._by_key[_key(stream)] = stream
-        self._ports_used[stream.local.port] = self._ports_used.get(stream.local.port, 0) + 1
-        port = self._open[stream.conn_id] = stream.local.port
-        self._open_on_port[port] = self._open_on_port.get(port, 0) + 1
+        _count(self._ports_used, stream.local.port, 1)
+        self._open.add(stream.conn_id)
+        _count(self._open_on_port, stream.local.port, 1)
         return stream
 
     def _uncount(self, stream: Stream) -> None:
-        port = self._open.pop(stream.conn_id, None)
-        if port is not None:
-            left = self._open_on_port[port] - 1
-            if left:
-                self._open_on_port[port] = left
-            else:
-                del self._open_on_port[port]
+        if stream.conn_id in self._open:
+            self._open.discard(stream.conn_id)
+            _count(self._open_on_port, stream.local.port, -1)
 
     @property
     def open_count(self) -> int:
@@ -272,11 +277,7 @@ class StreamTable:
             return
         self._timer_of.pop(stream.conn_id, None)
         self._uncount(stream)
-        left = self._ports_used.get(stream.local.port, 1) - 1
-        if left:
-            self._ports_used[stream.local.port] = left
-        else:
-            self._ports_used.pop(stream.local.port, None)
+        _count(self._ports_used, stream.local.port, -1)
         self._settle(stream)
         if replaced and not stream.is_closed:
             stream._on_rst()
